@@ -1,0 +1,124 @@
+#include "python_internal.h"
+
+#include "frame_walk.h"
+
+/* Bounds the walk even through corrupted or cyclic links. */
+#define SP_MAX_SKIPPED_FRAMES 4096
+
+#if PY_VERSION_HEX >= 0x030B0000
+
+static inline PyCodeObject *frame_code(_PyInterpreterFrame *frame)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *executable = frame->f_executable;
+    if (executable == NULL || Py_TYPE(executable) != &PyCode_Type) {
+        return NULL; /* shim frames carry None, not code */
+    }
+    return (PyCodeObject *)executable;
+#else
+    return frame->f_code;
+#endif
+}
+
+/* Frames that are not (yet) a Python function running: skip, never name. */
+static inline int frame_is_skipped(_PyInterpreterFrame *frame, PyCodeObject *code)
+{
+    if (code == NULL) {
+        return 1;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: entry shims. A freshly pushed frame may point one code unit
+     * before its first instruction: it is a real frame, keep it. */
+    return frame->owner == FRAME_OWNED_BY_CSTACK;
+#else
+    return _PyFrame_IsIncomplete(frame);
+#endif
+}
+
+static inline int32_t frame_instr_offset(_PyInterpreterFrame *frame, PyCodeObject *code)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    _Py_CODEUNIT *instr = frame->instr_ptr;
+#else
+    _Py_CODEUNIT *instr = frame->prev_instr;
+#endif
+    intptr_t units = instr - _PyCode_CODE(code);
+    if (units < 0 || units > (intptr_t)Py_SIZE(code)) {
+        return -1;
+    }
+    return (int32_t)(units * (intptr_t)sizeof(_Py_CODEUNIT));
+}
+
+static inline _PyInterpreterFrame *leaf_frame(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return tstate->current_frame;
+#else
+    _PyCFrame *cframe = tstate->cframe;
+    return cframe == NULL ? NULL : cframe->current_frame;
+#endif
+}
+
+void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
+{
+    uint32_t depth = 0;
+    uint32_t skipped = 0;
+    _PyInterpreterFrame *frame = leaf_frame(tstate);
+    while (frame != NULL) {
+        PyCodeObject *code = frame_code(frame);
+        if (frame_is_skipped(frame, code)) {
+            if (++skipped > SP_MAX_SKIPPED_FRAMES) {
+                break;
+            }
+        } else {
+            if (depth == max_depth) {
+                record->flags |= SP_RECORD_TRUNCATED;
+                break;
+            }
+            sp_frame_ref *ref = &record->frames[depth++];
+            ref->code = code;
+            ref->instr_offset = frame_instr_offset(frame, code);
+            ref->first_lineno = code->co_firstlineno;
+        }
+        _PyInterpreterFrame *previous = frame->previous;
+        if (previous == frame) {
+            break;
+        }
+        frame = previous;
+    }
+    record->depth = depth;
+}
+
+#else /* 3.9 and 3.10: a linked list of frame objects */
+
+void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
+{
+    uint32_t depth = 0;
+    PyFrameObject *frame = tstate->frame;
+    while (frame != NULL) {
+        PyCodeObject *code = frame->f_code;
+        if (depth == max_depth) {
+            record->flags |= SP_RECORD_TRUNCATED;
+            break;
+        }
+        if (code != NULL) {
+            sp_frame_ref *ref = &record->frames[depth++];
+            ref->code = code;
+#if PY_VERSION_HEX >= 0x030A0000
+            /* 3.10 counts code units */
+            ref->instr_offset = frame->f_lasti < 0 ? -1 : frame->f_lasti * 2;
+#else
+            ref->instr_offset = frame->f_lasti < 0 ? -1 : frame->f_lasti;
+#endif
+            ref->first_lineno = code->co_firstlineno;
+        }
+        PyFrameObject *back = frame->f_back;
+        if (back == frame) {
+            break;
+        }
+        frame = back;
+    }
+    record->depth = depth;
+}
+
+#endif

@@ -1,0 +1,16 @@
+/* Copying a thread's Python stack, per CPython version. Reads memory only:
+ * safe in a signal handler on the thread itself, or under the GIL for a
+ * thread that is blocked. */
+#ifndef SIGPROF_FRAME_WALK_H
+#define SIGPROF_FRAME_WALK_H
+
+#include "ring_buffer.h"
+
+struct _ts;
+
+/* Fills record->frames (leaf first, at most max_depth) and record->depth;
+ * sets SP_RECORD_TRUNCATED when frames beyond max_depth exist: the leaf side
+ * is what is kept. */
+void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth);
+
+#endif

@@ -1,0 +1,492 @@
+#include "python_internal.h"
+
+#include "intern.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sp_stack_entry {
+    uint64_t offset;
+    uint32_t length;
+    uint32_t hash;
+};
+
+#define SP_KEY_UNKNOWN ((1ULL << 63) | 1)
+#define SP_KEY_TRUNCATED ((1ULL << 63) | 2)
+
+/* ---- a u64 -> u64 map, open addressing, key 0 means empty ---- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static int map_init(sp_u64_map *map, uint64_t capacity)
+{
+    map->keys = calloc(capacity, sizeof(uint64_t));
+    map->values = calloc(capacity, sizeof(uint64_t));
+    map->capacity = capacity;
+    map->count = 0;
+    return map->keys && map->values ? 0 : -1;
+}
+
+static void map_free(sp_u64_map *map)
+{
+    free(map->keys);
+    free(map->values);
+    memset(map, 0, sizeof(*map));
+}
+
+static uint64_t map_get(const sp_u64_map *map, uint64_t key)
+{
+    uint64_t mask = map->capacity - 1;
+    for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+        if (map->keys[i] == key) {
+            return map->values[i];
+        }
+        if (map->keys[i] == 0) {
+            return 0;
+        }
+    }
+}
+
+static int map_put(sp_u64_map *map, uint64_t key, uint64_t value);
+
+static int map_grow(sp_u64_map *map)
+{
+    sp_u64_map bigger;
+    if (map_init(&bigger, map->capacity * 2) != 0) {
+        map_free(&bigger);
+        return -1;
+    }
+    for (uint64_t i = 0; i < map->capacity; i++) {
+        if (map->keys[i] != 0) {
+            map_put(&bigger, map->keys[i], map->values[i]);
+        }
+    }
+    map_free(map);
+    *map = bigger;
+    return 0;
+}
+
+static int map_put(sp_u64_map *map, uint64_t key, uint64_t value)
+{
+    if ((map->count + 1) * 4 > map->capacity * 3 && map_grow(map) != 0) {
+        return -1;
+    }
+    uint64_t mask = map->capacity - 1;
+    for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+        if (map->keys[i] == key) {
+            map->values[i] = value;
+            return 0;
+        }
+        if (map->keys[i] == 0) {
+            map->keys[i] = key;
+            map->values[i] = value;
+            map->count++;
+            return 0;
+        }
+    }
+}
+
+/* Backward-shift deletion keeps probe chains intact without tombstones. */
+static void map_remove(sp_u64_map *map, uint64_t key)
+{
+    uint64_t mask = map->capacity - 1;
+    uint64_t i = mix64(key) & mask;
+    while (map->keys[i] != key) {
+        if (map->keys[i] == 0) {
+            return;
+        }
+        i = (i + 1) & mask;
+    }
+    uint64_t hole = i;
+    for (uint64_t j = (hole + 1) & mask; map->keys[j] != 0; j = (j + 1) & mask) {
+        uint64_t home = mix64(map->keys[j]) & mask;
+        /* move j into the hole if its home is not cyclically in (hole, j] */
+        int between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!between) {
+            map->keys[hole] = map->keys[j];
+            map->values[hole] = map->values[j];
+            hole = j;
+        }
+    }
+    map->keys[hole] = 0;
+    map->values[hole] = 0;
+    map->count--;
+}
+
+/* ---- growable arrays ---- */
+
+static int reserve(void **items, uint64_t *capacity, uint64_t needed, size_t item_size)
+{
+    if (needed <= *capacity) {
+        return 0;
+    }
+    uint64_t new_capacity = *capacity ? *capacity : 64;
+    while (new_capacity < needed) {
+        new_capacity *= 2;
+    }
+    void *grown = realloc(*items, new_capacity * item_size);
+    if (grown == NULL) {
+        return -1;
+    }
+    *items = grown;
+    *capacity = new_capacity;
+    return 0;
+}
+
+/* ---- frames ---- */
+
+static int64_t add_frame(sp_resolver *r, const sp_frame_entry *entry)
+{
+    if (reserve((void **)&r->frames, &r->frame_capacity, r->frame_count + 1, sizeof(sp_frame_entry))) {
+        return -1;
+    }
+    uint64_t id = r->frame_count;
+    if (map_put(&r->frame_ids, entry->key, id + 1) != 0) {
+        return -1;
+    }
+    r->frames[id] = *entry;
+    Py_XINCREF(entry->name);
+    Py_XINCREF(entry->filename);
+    r->frame_count++;
+    return (int64_t)id;
+}
+
+static int64_t synthetic_frame(sp_resolver *r, uint64_t key, sp_frame_kind kind)
+{
+    uint64_t found = map_get(&r->frame_ids, key);
+    if (found) {
+        return (int64_t)found - 1;
+    }
+    sp_frame_entry entry = {NULL, NULL, 0, 0, kind, key};
+    return add_frame(r, &entry);
+}
+
+static int32_t line_for(PyCodeObject *code, int32_t instr_offset)
+{
+    int line = instr_offset < 0 ? -1 : PyCode_Addr2Line(code, instr_offset);
+    return line > 0 ? line : code->co_firstlineno;
+}
+
+static int64_t intern_frame(sp_resolver *r, const sp_frame_ref *ref)
+{
+    PyCodeObject *code = (PyCodeObject *)ref->code;
+    uint64_t serial = map_get(&r->code_serials, (uint64_t)(uintptr_t)code);
+    uint64_t key = 0;
+    if (serial) {
+        key = (serial << 32) | (uint32_t)ref->instr_offset;
+        uint64_t found = map_get(&r->frame_ids, key);
+        if (found) {
+            return (int64_t)found - 1;
+        }
+    }
+    /* First sight of this (code, offset). The code object is alive (see
+     * code_lifetime.h); check it is what the handler saw all the same. */
+    if (code == NULL || Py_TYPE(code) != &PyCode_Type || code->co_firstlineno != ref->first_lineno) {
+        r->unresolved_frames++;
+        return synthetic_frame(r, SP_KEY_UNKNOWN, SP_FRAME_UNKNOWN);
+    }
+    if (!serial) {
+        serial = ++r->next_code_serial;
+        if (map_put(&r->code_serials, (uint64_t)(uintptr_t)code, serial) != 0) {
+            return -1;
+        }
+        key = (serial << 32) | (uint32_t)ref->instr_offset;
+    }
+    sp_frame_entry entry;
+#if PY_VERSION_HEX >= 0x030B0000
+    entry.name = code->co_qualname;
+#else
+    entry.name = code->co_name;
+#endif
+    entry.filename = code->co_filename;
+    entry.lineno = line_for(code, ref->instr_offset);
+    entry.first_lineno = code->co_firstlineno;
+    entry.kind = SP_FRAME_CODE;
+    entry.key = key;
+    return add_frame(r, &entry);
+}
+
+/* ---- stacks ---- */
+
+static uint32_t hash_frames(const int32_t *ids, uint32_t length)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ length;
+    for (uint32_t i = 0; i < length; i++) {
+        h = mix64(h ^ (uint64_t)(uint32_t)ids[i]);
+    }
+    return (uint32_t)h;
+}
+
+static int stack_index_rebuild(sp_resolver *r, uint64_t capacity)
+{
+    int32_t *index = malloc(capacity * sizeof(int32_t));
+    if (index == NULL) {
+        return -1;
+    }
+    memset(index, 0xFF, capacity * sizeof(int32_t));
+    for (uint64_t s = 0; s < r->stack_count; s++) {
+        uint64_t i = r->stacks[s].hash & (capacity - 1);
+        while (index[i] >= 0) {
+            i = (i + 1) & (capacity - 1);
+        }
+        index[i] = (int32_t)s;
+    }
+    free(r->stack_index);
+    r->stack_index = index;
+    r->stack_index_capacity = capacity;
+    return 0;
+}
+
+static int64_t intern_stack(sp_resolver *r, const int32_t *ids, uint32_t length)
+{
+    uint32_t hash = hash_frames(ids, length);
+    uint64_t mask = r->stack_index_capacity - 1;
+    uint64_t i = hash & mask;
+    for (; r->stack_index[i] >= 0; i = (i + 1) & mask) {
+        const struct sp_stack_entry *s = &r->stacks[r->stack_index[i]];
+        if (s->hash == hash && s->length == length &&
+            memcmp(&r->stack_frames[s->offset], ids, length * sizeof(int32_t)) == 0) {
+            return r->stack_index[i];
+        }
+    }
+    if (reserve((void **)&r->stacks, &r->stack_capacity, r->stack_count + 1,
+                sizeof(struct sp_stack_entry)) ||
+        reserve((void **)&r->stack_frames, &r->stack_frames_capacity,
+                r->stack_frames_count + length, sizeof(int32_t))) {
+        return -1;
+    }
+    uint64_t id = r->stack_count++;
+    r->stacks[id].offset = r->stack_frames_count;
+    r->stacks[id].length = length;
+    r->stacks[id].hash = hash;
+    memcpy(&r->stack_frames[r->stack_frames_count], ids, length * sizeof(int32_t));
+    r->stack_frames_count += length;
+    r->stack_index[i] = (int32_t)id;
+    if (r->stack_count * 2 > r->stack_index_capacity &&
+        stack_index_rebuild(r, r->stack_index_capacity * 2) != 0) {
+        return -1;
+    }
+    return (int64_t)id;
+}
+
+static int64_t intern_record(sp_resolver *r, const sp_record *record)
+{
+    uint32_t length = 0;
+    for (uint32_t i = 0; i < record->depth; i++) {
+        int64_t frame = intern_frame(r, &record->frames[i]);
+        if (frame < 0) {
+            return -1;
+        }
+        r->scratch[length++] = (int32_t)frame;
+    }
+    if (record->flags & SP_RECORD_TRUNCATED) {
+        int64_t frame = synthetic_frame(r, SP_KEY_TRUNCATED, SP_FRAME_TRUNCATED);
+        if (frame < 0) {
+            return -1;
+        }
+        r->scratch[length++] = (int32_t)frame;
+        r->truncated_stacks++;
+    }
+    return intern_stack(r, r->scratch, length);
+}
+
+/* ---- samples ---- */
+
+static int emit(sp_resolver *r, int64_t timestamp_ns, uint64_t ident, int64_t stack_id)
+{
+    if (reserve((void **)&r->samples, &r->sample_capacity, r->sample_count + 1,
+                sizeof(sp_sample_entry))) {
+        return -1;
+    }
+    sp_sample_entry *sample = &r->samples[r->sample_count++];
+    sample->timestamp_ns = timestamp_ns;
+    sample->thread_ident = ident;
+    sample->stack_id = (int32_t)stack_id;
+    sample->reserved = 0;
+    r->emitted_samples++;
+    return 0;
+}
+
+static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, int64_t until_tick, int64_t base_ns,
+                       int64_t interval_ns)
+{
+    for (; idle->next_tick <= until_tick; idle->next_tick++) {
+        if (emit(r, base_ns + idle->next_tick * interval_ns, idle->thread_ident, idle->stack_id)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int64_t interval_ns,
+                        int64_t last_tick)
+{
+    const sp_record *record;
+    int status = 0;
+    while ((record = sp_ring_peek(ring)) != NULL) {
+        sp_idle_thread *idle = record->slot < r->idle_count ? &r->idle[record->slot] : NULL;
+        if (record->kind == SP_RECORD_IDLE_END) {
+            if (idle != NULL && idle->active) {
+                status |= repeat_idle(r, idle, record->tick - 1, tick_base_ns, interval_ns);
+                idle->active = 0;
+            }
+        } else {
+            int64_t stack = intern_record(r, record);
+            if (stack < 0 || emit(r, record->timestamp_ns, record->thread_ident, stack) != 0) {
+                status = -1;
+                atomic_fetch_add(&ring->dropped, 1);
+            } else if (record->kind == SP_RECORD_SIGNAL_SAMPLE) {
+                uint64_t count = map_get(&r->signal_counts, record->thread_ident);
+                map_put(&r->signal_counts, record->thread_ident, count + 1);
+            } else if (record->kind == SP_RECORD_IDLE_START && idle != NULL) {
+                idle->active = 1;
+                idle->next_tick = record->tick + 1;
+                idle->stack_id = (int32_t)stack;
+                idle->thread_ident = record->thread_ident;
+            }
+        }
+        sp_ring_pop(ring);
+    }
+    /* Repeat blocked threads up to the last tick only once no record can
+     * still be in flight: an IDLE_END for an earlier tick may be behind a
+     * slot a producer has claimed but not yet committed. */
+    if (atomic_load_explicit(&ring->head, memory_order_acquire) == ring->tail) {
+        for (uint32_t slot = 0; slot < r->idle_count; slot++) {
+            if (r->idle[slot].active) {
+                status |= repeat_idle(r, &r->idle[slot], last_tick, tick_base_ns, interval_ns);
+            }
+        }
+    }
+    return status;
+}
+
+void sp_resolver_forget_code(sp_resolver *r, void *code)
+{
+    map_remove(&r->code_serials, (uint64_t)(uintptr_t)code);
+}
+
+sp_sample_entry *sp_resolver_take_samples(sp_resolver *r, uint64_t *count)
+{
+    sp_sample_entry *samples = r->samples;
+    *count = r->sample_count;
+    r->samples = NULL;
+    r->sample_count = 0;
+    r->sample_capacity = 0;
+    return samples;
+}
+
+/* ---- lifecycle ---- */
+
+static int tables_init(sp_resolver *r)
+{
+    if (map_init(&r->frame_ids, 1024) != 0) {
+        return -1;
+    }
+    r->frames = NULL;
+    r->frame_count = r->frame_capacity = 0;
+    r->stacks = NULL;
+    r->stack_count = r->stack_capacity = 0;
+    r->stack_frames = NULL;
+    r->stack_frames_count = r->stack_frames_capacity = 0;
+    r->stack_index = NULL;
+    return stack_index_rebuild(r, 1024);
+}
+
+static void tables_free(sp_resolver *r)
+{
+    for (uint64_t i = 0; i < r->frame_count; i++) {
+        Py_XDECREF(r->frames[i].name);
+        Py_XDECREF(r->frames[i].filename);
+    }
+    free(r->frames);
+    free(r->stacks);
+    free(r->stack_frames);
+    free(r->stack_index);
+    map_free(&r->frame_ids);
+}
+
+int sp_resolver_init(sp_resolver *r, uint32_t thread_slots, uint32_t max_depth)
+{
+    memset(r, 0, sizeof(*r));
+    r->idle = calloc(thread_slots, sizeof(sp_idle_thread));
+    r->idle_count = thread_slots;
+    r->scratch_capacity = (int32_t)max_depth + 1;
+    r->scratch = malloc((size_t)r->scratch_capacity * sizeof(int32_t));
+    if (r->idle == NULL || r->scratch == NULL || map_init(&r->code_serials, 1024) != 0 ||
+        map_init(&r->signal_counts, 64) != 0 || tables_init(r) != 0) {
+        sp_resolver_destroy(r);
+        return -1;
+    }
+    return 0;
+}
+
+void sp_resolver_destroy(sp_resolver *r)
+{
+    tables_free(r);
+    map_free(&r->code_serials);
+    map_free(&r->signal_counts);
+    free(r->samples);
+    free(r->idle);
+    free(r->scratch);
+    memset(r, 0, sizeof(*r));
+}
+
+int sp_resolver_reset_interning(sp_resolver *r)
+{
+    sp_resolver old = *r;
+    if (tables_init(r) != 0) {
+        tables_free(r);
+        *r = old;
+        return -1;
+    }
+    for (uint32_t slot = 0; slot < r->idle_count; slot++) {
+        sp_idle_thread *idle = &r->idle[slot];
+        if (!idle->active) {
+            continue;
+        }
+        const struct sp_stack_entry *stack = &old.stacks[idle->stack_id];
+        for (uint32_t i = 0; i < stack->length; i++) {
+            const sp_frame_entry *frame = &old.frames[old.stack_frames[stack->offset + i]];
+            uint64_t found = map_get(&r->frame_ids, frame->key);
+            int64_t id = found ? (int64_t)found - 1 : add_frame(r, frame);
+            r->scratch[i] = (int32_t)id;
+        }
+        idle->stack_id = (int32_t)intern_stack(r, r->scratch, stack->length);
+    }
+    tables_free(&old);
+    return 0;
+}
+
+const sp_frame_entry *sp_resolver_frame(const sp_resolver *r, uint64_t frame_id)
+{
+    return frame_id < r->frame_count ? &r->frames[frame_id] : NULL;
+}
+
+uint32_t sp_resolver_stack_length(const sp_resolver *r, uint64_t stack_id)
+{
+    return stack_id < r->stack_count ? r->stacks[stack_id].length : 0;
+}
+
+int32_t sp_resolver_stack_frame(const sp_resolver *r, uint64_t stack_id, uint32_t index)
+{
+    return r->stack_frames[r->stacks[stack_id].offset + index];
+}
+
+int sp_resolver_signal_bucket(const sp_resolver *r, uint64_t bucket, uint64_t *ident,
+                              uint64_t *count)
+{
+    if (bucket >= r->signal_counts.capacity) {
+        return -1;
+    }
+    *ident = r->signal_counts.keys[bucket];
+    *count = r->signal_counts.values[bucket];
+    return *ident != 0;
+}

@@ -1,0 +1,311 @@
+#define _GNU_SOURCE
+#include "platform.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __linux__
+
+static sp_signal_callback signal_callback;
+static uint64_t signal_cookie_magic;
+static struct sigaction previous_action;
+static int chain_foreign;
+
+#define SP_COOKIE_MAGIC_SHIFT 40
+
+static void forward_foreign(int signo, siginfo_t *info, void *context)
+{
+    if (!chain_foreign) {
+        return;
+    }
+    if (previous_action.sa_flags & SA_SIGINFO) {
+        if (previous_action.sa_sigaction != NULL) {
+            previous_action.sa_sigaction(signo, info, context);
+        }
+    } else if (previous_action.sa_handler != SIG_DFL && previous_action.sa_handler != SIG_IGN) {
+        previous_action.sa_handler(signo);
+    }
+}
+
+static void on_sigprof(int signo, siginfo_t *info, void *context)
+{
+    int saved_errno = errno;
+    if (info != NULL && (info->si_code == SI_TIMER || info->si_code == SI_QUEUE)) {
+        uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+        if ((cookie >> SP_COOKIE_MAGIC_SHIFT) == signal_cookie_magic) {
+            signal_callback(cookie);
+            errno = saved_errno;
+            return;
+        }
+    }
+    forward_foreign(signo, info, context);
+    errno = saved_errno;
+}
+
+int sp_platform_supported(char *why, size_t why_len)
+{
+    (void)why;
+    (void)why_len;
+    return 1;
+}
+
+static void describe_handler(void *address, char *out, size_t out_len)
+{
+    Dl_info info;
+    if (dladdr(address, &info) && info.dli_fname != NULL) {
+        snprintf(out, out_len, "%s in %s", info.dli_sname ? info.dli_sname : "a function",
+                 info.dli_fname);
+    } else {
+        snprintf(out, out_len, "a handler at %p", address);
+    }
+}
+
+int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int chain, char *error,
+                      size_t error_len)
+{
+    struct sigaction current;
+    if (sigaction(SIGPROF, NULL, &current) != 0) {
+        snprintf(error, error_len, "sigaction(SIGPROF) failed: %s", strerror(errno));
+        return -1;
+    }
+    int ours = (current.sa_flags & SA_SIGINFO) && current.sa_sigaction == on_sigprof;
+    if (ours) {
+        chain_foreign = chain;
+        return 0;
+    }
+    int foreign = (current.sa_flags & SA_SIGINFO) ? current.sa_sigaction != NULL
+                                                  : (current.sa_handler != SIG_DFL &&
+                                                     current.sa_handler != SIG_IGN);
+    if (foreign && !chain) {
+        char owner[512];
+        describe_handler((current.sa_flags & SA_SIGINFO) ? (void *)current.sa_sigaction
+                                                         : (void *)current.sa_handler,
+                         owner, sizeof(owner));
+        snprintf(error, error_len,
+                 "SIGPROF already has a handler (%s); another profiler is probably running. "
+                 "Stop it first, or pass chain=True to forward its signals to it",
+                 owner);
+        return -1;
+    }
+    signal_callback = callback;
+    signal_cookie_magic = cookie_magic;
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = on_sigprof;
+    action.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    /* Never remember our own handler as the previous one. */
+    if (sigaction(SIGPROF, &action, &previous_action) != 0) {
+        snprintf(error, error_len, "sigaction(SIGPROF) failed: %s", strerror(errno));
+        return -1;
+    }
+    chain_foreign = chain;
+    return 0;
+}
+
+int sp_itimer_prof_armed(void)
+{
+    struct itimerval value;
+    if (getitimer(ITIMER_PROF, &value) != 0) {
+        return 0;
+    }
+    return value.it_value.tv_sec != 0 || value.it_value.tv_usec != 0;
+}
+
+int64_t sp_monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+pid_t sp_current_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Linux encodes a thread's CPU clock id from its tid: glibc and musl agree. */
+static clockid_t thread_cpu_clock(pid_t tid)
+{
+    return (clockid_t)((~(unsigned int)tid) << 3) | 6; /* CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED */
+}
+
+pid_t sp_tid_of_pthread(unsigned long pthread_ident)
+{
+    clockid_t clock;
+    if (pthread_getcpuclockid((pthread_t)pthread_ident, &clock) != 0) {
+        return 0;
+    }
+    return (pid_t)~((int)clock >> 3);
+}
+
+int64_t sp_thread_cpu_ns(pid_t tid)
+{
+    struct timespec value;
+    if (clock_gettime(thread_cpu_clock(tid), &value) != 0) {
+        return -1;
+    }
+    return (int64_t)value.tv_sec * 1000000000 + value.tv_nsec;
+}
+
+int sp_thread_is_running(pid_t tid)
+{
+    char path[64];
+    char buffer[512];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    ssize_t length = read(fd, buffer, sizeof(buffer) - 1);
+    close(fd);
+    if (length <= 0) {
+        return -1;
+    }
+    buffer[length] = '\0';
+    /* "tid (comm) S ...": comm may contain spaces and parentheses. */
+    char *close_paren = strrchr(buffer, ')');
+    if (close_paren == NULL || close_paren[1] == '\0') {
+        return -1;
+    }
+    return close_paren[2] == 'R';
+}
+
+int sp_thread_signal(pid_t tid, uint64_t cookie)
+{
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    info.si_signo = SIGPROF;
+    info.si_code = SI_QUEUE;
+    info.si_pid = getpid();
+    info.si_uid = getuid();
+    info.si_value.sival_ptr = (void *)(uintptr_t)cookie;
+    return (int)syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGPROF, &info);
+}
+
+int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
+                          uint64_t cookie)
+{
+    struct sigevent event;
+    memset(&event, 0, sizeof(event));
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = SIGPROF;
+    event.sigev_value.sival_ptr = (void *)(uintptr_t)cookie;
+#ifdef sigev_notify_thread_id
+    event.sigev_notify_thread_id = tid;
+#else
+    event._sigev_un._tid = tid;
+#endif
+    timer_t id;
+    if (timer_create(thread_cpu_clock(tid), &event, &id) != 0) {
+        return -1;
+    }
+    struct itimerspec spec;
+    spec.it_value.tv_sec = first_ns / 1000000000;
+    spec.it_value.tv_nsec = first_ns % 1000000000;
+    spec.it_interval.tv_sec = interval_ns / 1000000000;
+    spec.it_interval.tv_nsec = interval_ns % 1000000000;
+    if (timer_settime(id, 0, &spec, NULL) != 0) {
+        timer_delete(id);
+        return -1;
+    }
+    timer->timer_id = (long)(intptr_t)id;
+    timer->valid = 1;
+    return 0;
+}
+
+void sp_thread_timer_stop(sp_thread_timer *timer)
+{
+    if (timer->valid) {
+        timer_delete((timer_t)(intptr_t)timer->timer_id);
+        timer->valid = 0;
+    }
+}
+
+int sp_altstack_adopt(void *memory, size_t size)
+{
+    stack_t current;
+    if (syscall(SYS_sigaltstack, NULL, &current) != 0) {
+        return 0;
+    }
+    if (!(current.ss_flags & SS_DISABLE)) {
+        return 0; /* the thread has its own */
+    }
+    stack_t ours = {.ss_sp = memory, .ss_flags = 0, .ss_size = size};
+    return syscall(SYS_sigaltstack, &ours, NULL) == 0;
+}
+
+void sp_altstack_release(void *memory)
+{
+    stack_t current;
+    if (sigaltstack(NULL, &current) == 0 && current.ss_sp == memory &&
+        !(current.ss_flags & (SS_DISABLE | SS_ONSTACK))) {
+        stack_t disable = {.ss_sp = NULL, .ss_flags = SS_DISABLE, .ss_size = 0};
+        sigaltstack(&disable, NULL);
+    }
+}
+
+size_t sp_altstack_size(void)
+{
+    return 64 * 1024;
+}
+
+void sp_block_sigprof(int block)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPROF);
+    pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+#else /* not Linux: the core builds, and says why it cannot sample */
+
+int sp_platform_supported(char *why, size_t why_len)
+{
+    snprintf(why, why_len,
+             "sigprof's native sampler needs Linux (per-thread CPU-clock timers and "
+             "directed signals); this platform has neither");
+    return 0;
+}
+int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int chain, char *error,
+                      size_t error_len)
+{
+    (void)callback;
+    (void)cookie_magic;
+    (void)chain;
+    return sp_platform_supported(error, error_len) ? 0 : -1;
+}
+int sp_itimer_prof_armed(void) { return 0; }
+int64_t sp_monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+pid_t sp_current_tid(void) { return 0; }
+pid_t sp_tid_of_pthread(unsigned long pthread_ident) { (void)pthread_ident; return 0; }
+int64_t sp_thread_cpu_ns(pid_t tid) { (void)tid; return -1; }
+int sp_thread_is_running(pid_t tid) { (void)tid; return -1; }
+int sp_thread_signal(pid_t tid, uint64_t cookie) { (void)tid; (void)cookie; return -1; }
+int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
+                          uint64_t cookie)
+{
+    (void)timer; (void)tid; (void)first_ns; (void)interval_ns; (void)cookie;
+    return -1;
+}
+void sp_thread_timer_stop(sp_thread_timer *timer) { timer->valid = 0; }
+int sp_altstack_adopt(void *memory, size_t size) { (void)memory; (void)size; return 0; }
+void sp_altstack_release(void *memory) { (void)memory; }
+size_t sp_altstack_size(void) { return 0; }
+void sp_block_sigprof(int block) { (void)block; }
+
+#endif

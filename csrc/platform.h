@@ -1,0 +1,57 @@
+/* Everything the core needs from the operating system, behind one small
+ * interface: the signal handler, per-thread CPU clocks and timers, directed
+ * signals, thread run state, alternate signal stacks. Linux has all of it;
+ * elsewhere sp_platform_supported() says why not and the rest are stubs. */
+#ifndef SIGPROF_PLATFORM_H
+#define SIGPROF_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Called in signal context with the cookie the signal carried. */
+typedef void (*sp_signal_callback)(uint64_t cookie);
+
+typedef struct {
+    int valid;
+    long timer_id; /* the kernel's timer_t, as an integer */
+} sp_thread_timer;
+
+int sp_platform_supported(char *why, size_t why_len);
+
+/* Installs the SIGPROF handler once per process. Refuses (-1, with a message
+ * naming the owner when it can be told) when another handler is installed,
+ * unless chain is set: then signals that are not ours go to it. */
+int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int chain,
+                      char *error, size_t error_len);
+/* Whether an ITIMER_PROF interval timer is armed (someone else is sampling). */
+int sp_itimer_prof_armed(void);
+
+int64_t sp_monotonic_ns(void);
+pid_t sp_current_tid(void);
+/* The kernel thread id of a live pthread (the value threading.get_native_id gives). */
+pid_t sp_tid_of_pthread(unsigned long pthread_ident);
+/* CPU time a thread has used, or -1 when the thread is gone. */
+int64_t sp_thread_cpu_ns(pid_t tid);
+/* 1 when the thread is on a CPU or runnable, 0 when it sleeps or waits, -1 gone. */
+int sp_thread_is_running(pid_t tid);
+/* Sends SIGPROF to one thread of this process, carrying cookie. */
+int sp_thread_signal(pid_t tid, uint64_t cookie);
+
+/* A timer on the thread's CPU clock that sends it SIGPROF carrying cookie
+ * every interval_ns of CPU time, first after first_ns. */
+int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
+                          uint64_t cookie);
+void sp_thread_timer_stop(sp_thread_timer *timer);
+
+/* Gives the calling thread an alternate signal stack at memory, unless it has
+ * one already; async-signal-safe. Returns 1 if memory was installed. */
+int sp_altstack_adopt(void *memory, size_t size);
+/* Removes memory as the calling thread's alternate stack if it is installed. */
+void sp_altstack_release(void *memory);
+size_t sp_altstack_size(void);
+
+/* Blocks / unblocks SIGPROF for the calling thread (around fork). */
+void sp_block_sigprof(int block);
+
+#endif

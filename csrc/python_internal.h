@@ -1,0 +1,34 @@
+/* The CPython internals sigprof reads: frames and thread states differ by
+ * version, so every file that touches them includes this one header. */
+#ifndef SIGPROF_PYTHON_INTERNAL_H
+#define SIGPROF_PYTHON_INTERNAL_H
+
+#ifndef Py_BUILD_CORE
+#define Py_BUILD_CORE 1
+#endif
+#include <Python.h>
+#include <frameobject.h>
+
+#if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
+#error "sigprof's native core supports CPython 3.9 to 3.13"
+#endif
+
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_code.h"
+#include "internal/pycore_frame.h"
+#endif
+#include "internal/pycore_interp.h"
+#include "internal/pycore_pystate.h"
+
+/* Monotonically increasing count of thread states ever created: a cheap,
+ * lock-free way to notice that a new thread exists. */
+static inline uint64_t sp_interp_thread_serial(PyInterpreterState *interp)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return __atomic_load_n(&interp->threads.next_unique_id, __ATOMIC_RELAXED);
+#else
+    return __atomic_load_n(&interp->tstate_next_unique_id, __ATOMIC_RELAXED);
+#endif
+}
+
+#endif

@@ -1,0 +1,536 @@
+#include "python_internal.h"
+
+#include "sampler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "code_lifetime.h"
+#include "frame_walk.h"
+#include "platform.h"
+#include "ring_buffer.h"
+#include "thread_registry.h"
+
+typedef struct {
+    sp_config config;
+    _Atomic int running;
+    _Atomic int accepting;        /* signal handlers may write */
+    _Atomic int handlers_active;  /* handlers between entry and exit */
+    _Atomic int stopping;
+    _Atomic uint64_t stale_signals;
+    _Atomic int64_t last_tick;
+    int has_run;
+    uint64_t session;
+    int64_t base_ns;
+    PyInterpreterState *interp;
+    PyThreadState *collector_tstate;
+    sp_ring ring;
+    sp_thread_registry registry;
+    sp_resolver resolver;
+    pthread_t ticker, collector;
+    pthread_mutex_t registry_mutex; /* held by the ticker per pass, and across fork */
+    pthread_mutex_t work_mutex;
+    pthread_cond_t work_cond;
+    int collector_ready;
+    _Atomic int want_scan, want_capture, want_reclaim;
+    uint64_t seen_thread_serial;   /* written by the collector */
+    _Atomic int scan_again;
+    uint64_t random_state;
+} sp_sampler_state;
+
+static sp_sampler_state S = {
+    .registry_mutex = PTHREAD_MUTEX_INITIALIZER,
+    .work_mutex = PTHREAD_MUTEX_INITIALIZER,
+    .work_cond = PTHREAD_COND_INITIALIZER,
+};
+
+/* ---------------- the signal handler's part ---------------- */
+
+static void capture_current_thread(uint64_t cookie)
+{
+    atomic_fetch_add(&S.handlers_active, 1);
+    if (!atomic_load(&S.accepting)) {
+        atomic_fetch_sub(&S.handlers_active, 1);
+        return;
+    }
+    uint32_t index = sp_cookie_slot(cookie);
+    sp_thread_slot *slot = index < S.registry.capacity ? &S.registry.slots[index] : NULL;
+    if (slot == NULL || atomic_load_explicit(&slot->state, memory_order_acquire) != SP_SLOT_ALIVE ||
+        atomic_load(&slot->generation) != sp_cookie_generation(cookie)) {
+        atomic_fetch_add(&S.stale_signals, 1);
+        atomic_fetch_sub(&S.handlers_active, 1);
+        return;
+    }
+    if (!slot->altstack_checked) {
+        slot->altstack_checked = 1;
+        if (slot->altstack != NULL) {
+            sp_altstack_adopt(slot->altstack, sp_altstack_size());
+        }
+    }
+    uint64_t position;
+    sp_record *record = sp_ring_reserve(&S.ring, &position);
+    if (record != NULL) {
+        record->timestamp_ns = sp_monotonic_ns();
+        record->tick = 0;
+        record->thread_ident = slot->ident;
+        record->slot = index;
+        record->kind = SP_RECORD_SIGNAL_SAMPLE;
+        record->flags = 0;
+        sp_walk_stack(slot->tstate, record, S.config.max_depth);
+        sp_ring_commit(&S.ring, position);
+    }
+    atomic_fetch_sub(&S.handlers_active, 1);
+}
+
+/* ---------------- the ticker: no GIL, no Python ---------------- */
+
+static void wake_collector(void)
+{
+    pthread_mutex_lock(&S.work_mutex);
+    pthread_cond_signal(&S.work_cond);
+    pthread_mutex_unlock(&S.work_mutex);
+}
+
+static int write_idle_end(uint32_t index, sp_thread_slot *slot, int64_t tick)
+{
+    uint64_t position;
+    sp_record *record = sp_ring_reserve(&S.ring, &position);
+    if (record == NULL) {
+        return -1;
+    }
+    record->timestamp_ns = S.base_ns + tick * S.config.interval_ns;
+    record->tick = tick;
+    record->thread_ident = slot->ident;
+    record->slot = index;
+    record->kind = SP_RECORD_IDLE_END;
+    record->flags = 0;
+    record->depth = 0;
+    sp_ring_commit(&S.ring, position);
+    return 0;
+}
+
+static void request_capture(sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
+{
+    slot->request_tick = tick;
+    slot->request_cpu_ns = cpu_ns;
+    atomic_store_explicit(&slot->idle_state, SP_IDLE_REQUESTED, memory_order_release);
+    atomic_store(&S.want_capture, 1);
+}
+
+/* Wall clock, one thread, one tick. The ticker moves RUNNING->REQUESTED and
+ * REPEATING->RUNNING; only the collector moves a REQUESTED thread on. */
+static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
+{
+    int64_t cpu = sp_thread_cpu_ns(slot->tid);
+    if (cpu < 0) {
+        return; /* exiting: its sentinel will say so */
+    }
+    int idle_state = atomic_load_explicit(&slot->idle_state, memory_order_acquire);
+    if (cpu == slot->last_cpu_ns) {
+        /* Blocked since the last tick: its stack cannot have changed. */
+        if (idle_state == SP_IDLE_RUNNING) {
+            request_capture(slot, tick, cpu);
+        }
+        return;
+    }
+    if (idle_state == SP_IDLE_REPEATING) {
+        if (write_idle_end(index, slot, tick) != 0) {
+            return; /* ring full: try again next tick */
+        }
+        atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
+        idle_state = SP_IDLE_RUNNING;
+    }
+    slot->last_cpu_ns = cpu;
+    int running = sp_thread_is_running(slot->tid);
+    if (running == 1) {
+        sp_thread_signal(slot->tid, sp_cookie_make(index, atomic_load(&slot->generation)));
+    } else if (running == 0 && idle_state == SP_IDLE_RUNNING) {
+        /* It ran, then blocked: never interrupt a blocked system call. */
+        request_capture(slot, tick, cpu);
+    }
+}
+
+static void tick_pass(int64_t tick)
+{
+    if (sp_interp_thread_serial(S.interp) != S.seen_thread_serial || atomic_load(&S.scan_again)) {
+        atomic_store(&S.want_scan, 1);
+    }
+    uint32_t high_water = atomic_load(&S.registry.high_water);
+    for (uint32_t index = 0; index < high_water; index++) {
+        sp_thread_slot *slot = &S.registry.slots[index];
+        int state = atomic_load_explicit(&slot->state, memory_order_acquire);
+        if (state == SP_SLOT_EXITED) {
+            if (atomic_load(&slot->idle_state) == SP_IDLE_REPEATING &&
+                write_idle_end(index, slot, tick) != 0) {
+                continue; /* ring full: next tick */
+            }
+            atomic_store_explicit(&slot->state, SP_SLOT_RECLAIMABLE, memory_order_release);
+            atomic_store(&S.want_reclaim, 1);
+        } else if (state == SP_SLOT_ALIVE && S.config.clock == SP_CLOCK_WALL) {
+            tick_wall_thread(index, slot, tick);
+        }
+    }
+}
+
+static void *ticker_main(void *unused)
+{
+    (void)unused;
+    sp_block_sigprof(1);
+    int64_t tick = 0;
+    while (!atomic_load(&S.stopping)) {
+        int64_t deadline = S.base_ns + (tick + 1) * S.config.interval_ns;
+        struct timespec until = {deadline / 1000000000, deadline % 1000000000};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+        }
+        if (atomic_load(&S.stopping)) {
+            break;
+        }
+        int64_t now_tick = (sp_monotonic_ns() - S.base_ns) / S.config.interval_ns;
+        tick = now_tick > tick ? now_tick : tick + 1; /* late: skip, never run twice */
+        pthread_mutex_lock(&S.registry_mutex);
+        tick_pass(tick);
+        pthread_mutex_unlock(&S.registry_mutex);
+        atomic_store_explicit(&S.last_tick, tick, memory_order_release);
+        if (atomic_load(&S.want_scan) || atomic_load(&S.want_capture) || atomic_load(&S.want_reclaim)) {
+            wake_collector();
+        }
+    }
+    return NULL;
+}
+
+/* ---------------- the collector: GIL work, only when needed ---------------- */
+
+static uint64_t next_random(void)
+{
+    uint64_t x = S.random_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    S.random_state = x;
+    return x;
+}
+
+static void on_register(sp_thread_slot *slot, uint32_t index)
+{
+    if (S.config.clock == SP_CLOCK_CPU) {
+        /* A random first expiry spreads threads over the interval. */
+        int64_t first = 1 + (int64_t)(next_random() % (uint64_t)S.config.interval_ns);
+        sp_thread_timer_start(&slot->timer, slot->tid, first, S.config.interval_ns,
+                              sp_cookie_make(index, atomic_load(&slot->generation)));
+    }
+}
+
+static void scan_threads(void)
+{
+    uint64_t serial = sp_interp_thread_serial(S.interp);
+    int result = sp_registry_scan(&S.registry, S.interp, S.collector_tstate, on_register);
+    if (result < 0) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    S.seen_thread_serial = serial;
+    atomic_store(&S.scan_again, result != 0);
+}
+
+static void capture_blocked_threads(void)
+{
+    uint32_t high_water = atomic_load(&S.registry.high_water);
+    for (uint32_t index = 0; index < high_water; index++) {
+        sp_thread_slot *slot = &S.registry.slots[index];
+        if (atomic_load_explicit(&slot->idle_state, memory_order_acquire) != SP_IDLE_REQUESTED) {
+            continue;
+        }
+        /* Holding the GIL, the thread cannot change its Python stack; if it
+         * has used no CPU since the tick, the stack is the one it had then. */
+        int unchanged = atomic_load(&slot->state) == SP_SLOT_ALIVE &&
+                        sp_thread_cpu_ns(slot->tid) == slot->request_cpu_ns;
+        uint64_t position;
+        sp_record *record = unchanged ? sp_ring_reserve(&S.ring, &position) : NULL;
+        if (record == NULL) {
+            atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
+            continue;
+        }
+        record->timestamp_ns = S.base_ns + slot->request_tick * S.config.interval_ns;
+        record->tick = slot->request_tick;
+        record->thread_ident = slot->ident;
+        record->slot = index;
+        record->kind = SP_RECORD_IDLE_START;
+        record->flags = 0;
+        sp_walk_stack(slot->tstate, record, S.config.max_depth);
+        sp_ring_commit(&S.ring, position);
+        atomic_store_explicit(&slot->idle_state, SP_IDLE_REPEATING, memory_order_release);
+    }
+}
+
+static void reclaim_exited_threads(void)
+{
+    uint32_t high_water = atomic_load(&S.registry.high_water);
+    for (uint32_t index = 0; index < high_water; index++) {
+        if (atomic_load(&S.registry.slots[index].state) == SP_SLOT_RECLAIMABLE) {
+            sp_registry_reclaim(&S.registry, index);
+        }
+    }
+}
+
+static void *collector_main(void *unused)
+{
+    (void)unused;
+    sp_block_sigprof(1);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    S.collector_tstate = PyThreadState_Get();
+    scan_threads();
+    pthread_mutex_lock(&S.work_mutex);
+    S.collector_ready = 1;
+    pthread_cond_broadcast(&S.work_cond);
+    pthread_mutex_unlock(&S.work_mutex);
+    PyThreadState *saved = PyEval_SaveThread();
+    for (;;) {
+        pthread_mutex_lock(&S.work_mutex);
+        while (!atomic_load(&S.stopping) && !atomic_load(&S.want_scan) &&
+               !atomic_load(&S.want_capture) && !atomic_load(&S.want_reclaim)) {
+            pthread_cond_wait(&S.work_cond, &S.work_mutex);
+        }
+        pthread_mutex_unlock(&S.work_mutex);
+        if (atomic_load(&S.stopping)) {
+            break;
+        }
+        PyEval_RestoreThread(saved);
+        if (!atomic_load(&S.stopping)) {
+            if (atomic_exchange(&S.want_scan, 0)) {
+                scan_threads();
+            }
+            if (atomic_exchange(&S.want_capture, 0)) {
+                capture_blocked_threads();
+            }
+            if (atomic_exchange(&S.want_reclaim, 0)) {
+                reclaim_exited_threads();
+            }
+        }
+        saved = PyEval_SaveThread();
+    }
+    PyEval_RestoreThread(saved);
+    S.collector_tstate = NULL;
+    PyGILState_Release(gil);
+    return NULL;
+}
+
+/* ---------------- code objects going away ---------------- */
+
+static void on_code_destroyed(void *code)
+{
+    if (!S.has_run) {
+        return;
+    }
+    if (sp_ring_has_pending(&S.ring)) {
+        sp_sampler_collect();
+    }
+    sp_resolver_forget_code(&S.resolver, code);
+}
+
+/* ---------------- fork ---------------- */
+
+static void before_fork(void)
+{
+    /* A large process's clone() can take longer than the interval; a signal
+     * would restart it forever. */
+    sp_block_sigprof(1);
+    pthread_mutex_lock(&S.registry_mutex);
+}
+
+static void after_fork_parent(void)
+{
+    pthread_mutex_unlock(&S.registry_mutex);
+    sp_block_sigprof(0);
+}
+
+static void after_fork_child(void)
+{
+    /* Only this thread survives, and timers are not inherited: the child is
+     * not sampled until started again. */
+    pthread_mutex_init(&S.registry_mutex, NULL);
+    pthread_mutex_init(&S.work_mutex, NULL);
+    pthread_cond_init(&S.work_cond, NULL);
+    atomic_store(&S.accepting, 0);
+    atomic_store(&S.handlers_active, 0);
+    atomic_store(&S.running, 0);
+    for (uint32_t i = 0; i < S.registry.capacity; i++) {
+        S.registry.slots[i].timer.valid = 0;
+    }
+    sp_block_sigprof(0);
+}
+
+/* ---------------- lifecycle ---------------- */
+
+int sp_sampler_supported(char *why, size_t why_len)
+{
+    return sp_platform_supported(why, why_len);
+}
+
+static uint64_t ring_capacity_for(const sp_config *config)
+{
+    if (config->ring_capacity) {
+        return config->ring_capacity;
+    }
+    size_t record_size = 128 + (size_t)config->max_depth * sizeof(sp_frame_ref);
+    uint64_t capacity = 256;
+    while (capacity * 2 * record_size <= (8u << 20) && capacity < 65536) {
+        capacity *= 2;
+    }
+    return capacity;
+}
+
+static void release_run_resources(void)
+{
+    if (!S.has_run) {
+        return;
+    }
+    sp_ring_destroy(&S.ring);
+    sp_registry_destroy(&S.registry);
+    sp_resolver_destroy(&S.resolver);
+    S.has_run = 0;
+}
+
+int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
+{
+    static int fork_handlers_registered;
+    if (!sp_platform_supported(error, error_len)) {
+        return -1;
+    }
+    if (atomic_load(&S.running)) {
+        snprintf(error, error_len, "the sampler is already running: one sampler per process");
+        return -1;
+    }
+    if (config->interval_ns < SP_MIN_INTERVAL_NS) {
+        snprintf(error, error_len, "interval below 2 ms");
+        return -1;
+    }
+    if (sp_itimer_prof_armed() && !config->chain) {
+        snprintf(error, error_len,
+                 "an ITIMER_PROF interval timer is armed: another profiler (vmprof, "
+                 "pyinstrument's signal mode, yappi...) is sampling this process. Stop it first");
+        return -1;
+    }
+    if (sp_signal_install(capture_current_thread, sp_cookie_magic(), config->chain, error,
+                          error_len) != 0) {
+        return -1;
+    }
+    if (sp_code_lifetime_install(on_code_destroyed) != 0) {
+        snprintf(error, error_len, "could not watch code objects");
+        PyErr_Clear();
+        return -1;
+    }
+    if (!fork_handlers_registered) {
+        pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+        fork_handlers_registered = 1;
+    }
+    release_run_resources();
+    S.config = *config;
+    if (sp_ring_init(&S.ring, ring_capacity_for(config), config->max_depth) != 0 ||
+        sp_registry_init(&S.registry, config->max_threads, ++S.session) != 0 ||
+        sp_resolver_init(&S.resolver, config->max_threads, config->max_depth) != 0) {
+        sp_ring_destroy(&S.ring);
+        sp_registry_destroy(&S.registry);
+        snprintf(error, error_len, "out of memory for the sample buffer");
+        return -1;
+    }
+    S.has_run = 1;
+    S.interp = PyThreadState_Get()->interp;
+    S.base_ns = sp_monotonic_ns();
+    S.random_state = (uint64_t)S.base_ns | 1;
+    atomic_store(&S.last_tick, 0);
+    atomic_store(&S.stale_signals, 0);
+    atomic_store(&S.stopping, 0);
+    atomic_store(&S.want_scan, 0);
+    atomic_store(&S.want_capture, 0);
+    atomic_store(&S.want_reclaim, 0);
+    S.collector_ready = 0;
+    atomic_store(&S.accepting, 1);
+    atomic_store(&S.running, 1);
+
+    int failed = pthread_create(&S.collector, NULL, collector_main, NULL);
+    if (!failed) {
+        /* The collector needs the GIL to register the threads that exist. */
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&S.work_mutex);
+        while (!S.collector_ready) {
+            pthread_cond_wait(&S.work_cond, &S.work_mutex);
+        }
+        pthread_mutex_unlock(&S.work_mutex);
+        Py_END_ALLOW_THREADS
+        failed = pthread_create(&S.ticker, NULL, ticker_main, NULL);
+        if (failed) {
+            atomic_store(&S.stopping, 1);
+            wake_collector();
+            Py_BEGIN_ALLOW_THREADS
+            pthread_join(S.collector, NULL);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    if (failed) {
+        atomic_store(&S.accepting, 0);
+        atomic_store(&S.running, 0);
+        snprintf(error, error_len, "could not start the sampler's threads: %s", strerror(failed));
+        return -1;
+    }
+    return 0;
+}
+
+int sp_sampler_stop(void)
+{
+    if (!atomic_load(&S.running)) {
+        return 0;
+    }
+    atomic_store(&S.stopping, 1);
+    wake_collector();
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(S.ticker, NULL);
+    pthread_join(S.collector, NULL);
+    Py_END_ALLOW_THREADS
+    for (uint32_t i = 0; i < S.registry.capacity; i++) {
+        sp_thread_timer_stop(&S.registry.slots[i].timer);
+    }
+    /* Signals already queued still arrive: they find `accepting` off. Wait
+     * for any handler still writing before the ring can be reused. */
+    atomic_store(&S.accepting, 0);
+    while (atomic_load(&S.handlers_active) != 0) {
+        sched_yield();
+    }
+    atomic_store(&S.running, 0);
+    return 0;
+}
+
+int sp_sampler_running(void)
+{
+    return atomic_load(&S.running);
+}
+
+int sp_sampler_collect(void)
+{
+    if (!S.has_run) {
+        return 0;
+    }
+    return sp_resolver_collect(&S.resolver, &S.ring, S.base_ns, S.config.interval_ns,
+                               atomic_load_explicit(&S.last_tick, memory_order_acquire));
+}
+
+sp_resolver *sp_sampler_resolver(void)
+{
+    return S.has_run ? &S.resolver : NULL;
+}
+
+void sp_sampler_counters(sp_counters *counters)
+{
+    memset(counters, 0, sizeof(*counters));
+    if (!S.has_run) {
+        return;
+    }
+    counters->dropped = atomic_load(&S.ring.dropped);
+    counters->untracked_threads = atomic_load(&S.registry.overflow);
+    counters->stale_signals = atomic_load(&S.stale_signals);
+    counters->ticks = (uint64_t)atomic_load(&S.last_tick);
+    counters->base_ns = S.base_ns;
+    counters->interval_ns = S.config.interval_ns;
+}

@@ -1,0 +1,207 @@
+#include "python_internal.h"
+
+#include "thread_registry.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SP_COOKIE_MAGIC 0x5197F1ULL /* 24 bits */
+#define SP_SENTINEL_KEY "sigprof.thread"
+
+static sp_thread_registry *active_registry;
+
+uint64_t sp_cookie_magic(void) { return SP_COOKIE_MAGIC; }
+
+uint64_t sp_cookie_make(uint32_t slot, uint32_t generation)
+{
+    return (SP_COOKIE_MAGIC << 40) | ((uint64_t)(generation & 0xFFFFFF) << 16) | (slot & 0xFFFF);
+}
+
+uint32_t sp_cookie_slot(uint64_t cookie) { return (uint32_t)(cookie & 0xFFFF); }
+
+uint32_t sp_cookie_generation(uint64_t cookie) { return (uint32_t)((cookie >> 16) & 0xFFFFFF); }
+
+/* The sentinel: lives in the thread state's dict, dies with the thread. */
+typedef struct {
+    PyObject_HEAD
+    uint64_t session;
+    uint32_t slot;
+    uint32_t generation;
+    pid_t tid;
+    void *altstack;
+} sp_sentinel;
+
+static void sentinel_dealloc(PyObject *self)
+{
+    sp_sentinel *sentinel = (sp_sentinel *)self;
+    sp_thread_registry *registry = active_registry;
+    if (registry != NULL && sentinel->session == registry->session &&
+        sentinel->slot < registry->capacity) {
+        sp_thread_slot *slot = &registry->slots[sentinel->slot];
+        if (atomic_load(&slot->generation) == sentinel->generation) {
+            int expected = SP_SLOT_ALIVE;
+            atomic_compare_exchange_strong(&slot->state, &expected, SP_SLOT_EXITED);
+        }
+    }
+    if (sentinel->altstack != NULL) {
+        /* Only the owning thread can uninstall its alternate stack; dicts of
+         * other threads are cleared at finalization and in forked children,
+         * where the memory is left to the process. */
+        if (sentinel->tid == sp_current_tid()) {
+            sp_altstack_release(sentinel->altstack);
+            free(sentinel->altstack);
+        }
+    }
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyTypeObject sp_sentinel_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sigprof._native.ThreadRegistration",
+    .tp_basicsize = sizeof(sp_sentinel),
+    .tp_dealloc = sentinel_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Marks a thread as registered with sigprof's sampler; unregisters it on exit.",
+};
+
+int sp_registry_ready_types(void) { return PyType_Ready(&sp_sentinel_type); }
+
+int sp_registry_init(sp_thread_registry *registry, uint32_t capacity, uint64_t session)
+{
+    memset(registry, 0, sizeof(*registry));
+    registry->slots = calloc(capacity, sizeof(sp_thread_slot));
+    if (registry->slots == NULL) {
+        return -1;
+    }
+    registry->capacity = capacity;
+    registry->session = session;
+    active_registry = registry;
+    return 0;
+}
+
+void sp_registry_destroy(sp_thread_registry *registry)
+{
+    if (active_registry == registry) {
+        active_registry = NULL;
+    }
+    if (registry->slots != NULL) {
+        for (uint32_t i = 0; i < registry->capacity; i++) {
+            sp_thread_timer_stop(&registry->slots[i].timer);
+        }
+        free(registry->slots);
+    }
+    memset(registry, 0, sizeof(*registry));
+}
+
+static pid_t native_tid(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return (pid_t)tstate->native_thread_id;
+#else
+    /* No native id in 3.9/3.10 thread states; the pthread is alive while its
+     * thread state is listed and we hold the GIL. */
+    return sp_tid_of_pthread(tstate->thread_id);
+#endif
+}
+
+static int find_free_slot(sp_thread_registry *registry, uint32_t *index)
+{
+    for (uint32_t i = 0; i < registry->capacity; i++) {
+        if (atomic_load_explicit(&registry->slots[i].state, memory_order_acquire) == SP_SLOT_FREE) {
+            *index = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static sp_sentinel *sentinel_for(PyThreadState *tstate, int *error)
+{
+    *error = 0;
+    if (tstate->dict == NULL) {
+        tstate->dict = PyDict_New();
+        if (tstate->dict == NULL) {
+            *error = 1;
+            return NULL;
+        }
+    }
+    PyObject *existing = PyDict_GetItemString(tstate->dict, SP_SENTINEL_KEY);
+    if (existing != NULL && Py_TYPE(existing) == &sp_sentinel_type) {
+        return (sp_sentinel *)existing;
+    }
+    sp_sentinel *sentinel = PyObject_New(sp_sentinel, &sp_sentinel_type);
+    if (sentinel == NULL) {
+        *error = 1;
+        return NULL;
+    }
+    sentinel->session = 0;
+    sentinel->slot = UINT32_MAX;
+    sentinel->generation = 0;
+    sentinel->tid = native_tid(tstate);
+    sentinel->altstack = sp_altstack_size() ? malloc(sp_altstack_size()) : NULL;
+    int failed = PyDict_SetItemString(tstate->dict, SP_SENTINEL_KEY, (PyObject *)sentinel);
+    Py_DECREF(sentinel); /* the dict keeps it */
+    if (failed) {
+        *error = 1;
+        return NULL;
+    }
+    return sentinel;
+}
+
+int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _ts *skip,
+                     sp_on_register on_register)
+{
+    int unbound = 0;
+    for (PyThreadState *tstate = PyInterpreterState_ThreadHead(interp); tstate != NULL;
+         tstate = PyThreadState_Next(tstate)) {
+        if (tstate == skip) {
+            continue;
+        }
+        if (tstate->thread_id == 0 || native_tid(tstate) == 0) {
+            unbound = 1;
+            continue;
+        }
+        int error;
+        sp_sentinel *sentinel = sentinel_for(tstate, &error);
+        if (error) {
+            return -1;
+        }
+        if (sentinel->session == registry->session) {
+            continue; /* registered in this run already */
+        }
+        uint32_t index;
+        if (!find_free_slot(registry, &index)) {
+            atomic_fetch_add(&registry->overflow, 1);
+            continue;
+        }
+        sp_thread_slot *slot = &registry->slots[index];
+        uint32_t generation = (atomic_load(&slot->generation) + 1) & 0xFFFFFF;
+        slot->tstate = tstate;
+        slot->ident = tstate->thread_id;
+        slot->tid = sentinel->tid;
+        slot->altstack = sentinel->altstack;
+        slot->altstack_checked = 0;
+        slot->timer.valid = 0;
+        slot->last_cpu_ns = -1;
+        atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
+        atomic_store(&slot->generation, generation);
+        sentinel->session = registry->session;
+        sentinel->slot = index;
+        sentinel->generation = generation;
+        atomic_store_explicit(&slot->state, SP_SLOT_ALIVE, memory_order_release);
+        if (index >= atomic_load(&registry->high_water)) {
+            atomic_store(&registry->high_water, index + 1);
+        }
+        on_register(slot, index);
+    }
+    return unbound;
+}
+
+void sp_registry_reclaim(sp_thread_registry *registry, uint32_t index)
+{
+    sp_thread_slot *slot = &registry->slots[index];
+    sp_thread_timer_stop(&slot->timer);
+    slot->tstate = NULL;
+    slot->altstack = NULL;
+    atomic_store_explicit(&slot->state, SP_SLOT_FREE, memory_order_release);
+}

@@ -1,0 +1,84 @@
+/* sigprof's own map from sampled threads to their thread states. The signal
+ * handler finds its thread's state here (through the slot number its signal
+ * carries), never through interpreter calls that may lock or that return
+ * NULL while the thread has released the GIL.
+ *
+ * Slots are allocated and reclaimed by the collector thread under the GIL;
+ * a thread's exit marks its slot EXITED from the thread itself, before its
+ * thread state is freed (a sentinel object in the thread state's dict is
+ * deallocated by PyThreadState_Clear). */
+#ifndef SIGPROF_THREAD_REGISTRY_H
+#define SIGPROF_THREAD_REGISTRY_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "platform.h"
+
+struct _ts;
+struct _is;
+
+typedef enum {
+    SP_SLOT_FREE = 0,
+    SP_SLOT_ALIVE = 1,
+    SP_SLOT_EXITED = 2,    /* thread gone; the ticker has not finished with it */
+    SP_SLOT_RECLAIMABLE = 3,
+} sp_slot_state;
+
+typedef enum {
+    SP_IDLE_RUNNING = 0,   /* sampled by signal when it runs */
+    SP_IDLE_REQUESTED = 1, /* blocked: the collector is to take its stack once */
+    SP_IDLE_REPEATING = 2, /* blocked, stack taken: repeated at every tick */
+} sp_idle_state;
+
+typedef struct {
+    _Atomic int state;
+    _Atomic uint32_t generation;
+    struct _ts *tstate;
+    uint64_t ident;   /* threading.get_ident() */
+    pid_t tid;        /* threading.get_native_id() */
+    sp_thread_timer timer;
+    void *altstack;   /* owned by the thread's sentinel */
+    int altstack_checked; /* written by the thread's own signal handler only */
+    _Atomic int idle_state;
+    /* ticker-private */
+    int64_t last_cpu_ns;
+    /* idle capture request, written by the ticker before REQUESTED is published */
+    int64_t request_tick;
+    int64_t request_cpu_ns;
+} sp_thread_slot;
+
+typedef struct {
+    sp_thread_slot *slots;
+    uint32_t capacity;
+    _Atomic uint32_t high_water; /* slots at or above are FREE */
+    _Atomic uint64_t overflow;   /* threads not sampled: no free slot */
+    uint64_t session;            /* distinguishes sentinels of earlier runs */
+} sp_thread_registry;
+
+int sp_registry_init(sp_thread_registry *registry, uint32_t capacity, uint64_t session);
+void sp_registry_destroy(sp_thread_registry *registry);
+
+/* Cookies carried by signals: which slot, which generation of it. */
+uint64_t sp_cookie_magic(void);
+uint64_t sp_cookie_make(uint32_t slot, uint32_t generation);
+uint32_t sp_cookie_slot(uint64_t cookie);
+uint32_t sp_cookie_generation(uint64_t cookie);
+
+/* Called for each newly registered thread (timers are created here). */
+typedef void (*sp_on_register)(sp_thread_slot *slot, uint32_t index);
+
+/* Under the GIL: registers every thread state of interp not yet registered
+ * (except skip). Returns 1 if some thread state was not yet bound to an OS
+ * thread (scan again later), 0 otherwise, -1 on a Python error. */
+int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _ts *skip,
+                     sp_on_register on_register);
+
+/* Frees a RECLAIMABLE slot for reuse. */
+void sp_registry_reclaim(sp_thread_registry *registry, uint32_t index);
+
+/* Python objects that carry a thread's registration; the module init adds the type. */
+int sp_registry_ready_types(void);
+
+#endif

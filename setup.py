@@ -1,0 +1,51 @@
+"""Build the native core (csrc/, a static library compiled with strict warnings)
+and the one Cython bridge module that exposes it (src/sigprof/_native.pyx)."""
+
+import os
+import sysconfig
+from glob import glob
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+STRICT = os.environ.get("SIGPROF_WERROR") == "1"
+SANITIZE = os.environ.get("SIGPROF_SANITIZE", "")  # e.g. "address,undefined"
+
+core_cflags = ["-fPIC", "-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-fno-strict-aliasing"]
+if STRICT:
+    core_cflags.append("-Werror")
+link_args = []
+if SANITIZE:
+    sanitize_flags = [f"-fsanitize={SANITIZE}", "-fno-omit-frame-pointer"]
+    core_cflags += sanitize_flags
+    link_args += sanitize_flags
+
+python_include = sysconfig.get_paths()["include"]
+
+core = (
+    "sigprof_core",
+    {
+        "sources": sorted(glob("csrc/*.c")),
+        "include_dirs": ["csrc", python_include],
+        "cflags": core_cflags,
+    },
+)
+
+bridge = Extension(
+    "sigprof._native",
+    sources=["src/sigprof/_native.pyx"],
+    include_dirs=["csrc"],
+    libraries=["sigprof_core", "rt"],
+    extra_compile_args=["-O2", "-g"] + ([f"-fsanitize={SANITIZE}"] if SANITIZE else []),
+    extra_link_args=link_args,
+    depends=sorted(glob("csrc/*.h")),
+)
+
+setup(
+    libraries=[core],
+    ext_modules=cythonize(
+        [bridge],
+        include_path=["src/sigprof"],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+    ),
+)

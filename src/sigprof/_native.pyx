@@ -1,0 +1,173 @@
+# cython: language_level=3
+"""The bridge to the native core in csrc/. Everything here runs under the GIL;
+the sampling itself happens in C, in signal handlers and two native threads.
+
+Frames come out as raw tuples (kind, name, filename, lineno, first_lineno);
+sigprof.sampler gives them their public shape."""
+
+from cpython.ref cimport PyObject
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free
+
+from sigprof._csrc.intern cimport (
+    SP_FRAME_CODE,
+    SP_FRAME_TRUNCATED,
+    sp_frame_entry,
+    sp_resolver,
+    sp_resolver_frame,
+    sp_resolver_reset_interning,
+    sp_resolver_signal_bucket,
+    sp_resolver_stack_frame,
+    sp_resolver_stack_length,
+    sp_resolver_take_samples,
+    sp_sample_entry,
+)
+from sigprof._csrc.sampler cimport (
+    SP_CLOCK_CPU,
+    SP_CLOCK_WALL,
+    SP_MIN_INTERVAL_NS,
+    sp_config,
+    sp_counters,
+    sp_sampler_collect,
+    sp_sampler_counters,
+    sp_sampler_resolver,
+    sp_sampler_running,
+    sp_sampler_start,
+    sp_sampler_stop,
+    sp_sampler_supported,
+)
+from sigprof._csrc.thread_registry cimport sp_registry_ready_types
+
+sp_registry_ready_types()
+
+MIN_INTERVAL_NS = SP_MIN_INTERVAL_NS
+FRAME_CODE = SP_FRAME_CODE
+FRAME_UNKNOWN = 1
+FRAME_TRUNCATED = SP_FRAME_TRUNCATED
+
+# How much of the resolver's tables the Python side has been given.
+cdef uint64_t frames_reported = 0
+cdef uint64_t stacks_reported = 0
+
+
+def supported():
+    """(True, "") when this platform can sample, else (False, why)."""
+    cdef char why[512]
+    why[0] = 0
+    ok = sp_sampler_supported(why, sizeof(why))
+    return bool(ok), why.decode("utf-8", "replace")
+
+
+def start(int64_t interval_ns, str clock, unsigned int max_depth, unsigned int max_threads,
+          uint64_t ring_capacity, bint chain):
+    global frames_reported, stacks_reported
+    cdef sp_config config
+    cdef char error[1024]
+    config.interval_ns = interval_ns
+    config.clock = SP_CLOCK_CPU if clock == "cpu" else SP_CLOCK_WALL
+    config.max_depth = max_depth
+    config.max_threads = max_threads
+    config.ring_capacity = ring_capacity
+    config.chain = chain
+    error[0] = 0
+    if sp_sampler_start(&config, error, sizeof(error)) != 0:
+        raise RuntimeError(error.decode("utf-8", "replace"))
+    frames_reported = 0
+    stacks_reported = 0
+
+
+def stop():
+    sp_sampler_stop()
+
+
+def running():
+    return bool(sp_sampler_running())
+
+
+cdef object frame_tuple(const sp_frame_entry *entry):
+    if entry.kind == SP_FRAME_CODE:
+        return (entry.kind, <object><PyObject *>entry.name, <object><PyObject *>entry.filename,
+                entry.lineno, entry.first_lineno)
+    return (entry.kind, None, None, 0, 0)
+
+
+cdef int take_batch(sp_resolver *resolver, list frames, list stacks, list samples) except -1:
+    global frames_reported, stacks_reported
+    cdef uint64_t count = 0, i
+    cdef uint32_t j, length
+    cdef sp_sample_entry *taken = sp_resolver_take_samples(resolver, &count)
+    # Python allocations below can destroy code objects, whose watcher may
+    # collect more records: read the tables by index, up to this snapshot.
+    cdef uint64_t frame_end = resolver.frame_count
+    cdef uint64_t stack_end = resolver.stack_count
+    try:
+        for i in range(count):
+            samples.append((taken[i].timestamp_ns, taken[i].thread_ident, taken[i].stack_id))
+    finally:
+        free(taken)
+    for i in range(frames_reported, frame_end):
+        frames.append(frame_tuple(sp_resolver_frame(resolver, i)))
+    for i in range(stacks_reported, stack_end):
+        length = sp_resolver_stack_length(resolver, i)
+        stacks.append(tuple([sp_resolver_stack_frame(resolver, i, j) for j in range(length)]))
+    frames_reported = frame_end
+    stacks_reported = stack_end
+    return 0
+
+
+def drain(bint reset_interning=False):
+    """Collects pending records. Returns (first_frame_id, frames, first_stack_id,
+    stacks, samples): the frames and stacks not given before, ids counting on
+    from the first ones, and the samples as (timestamp_ns, thread_ident,
+    stack_id). With reset_interning, ids start again from 0 afterwards."""
+    global frames_reported, stacks_reported
+    cdef sp_resolver *resolver = sp_sampler_resolver()
+    first_frame = frames_reported
+    first_stack = stacks_reported
+    frames, stacks, samples = [], [], []
+    if resolver == NULL:
+        return first_frame, frames, first_stack, stacks, samples
+    if sp_sampler_collect() != 0:
+        raise MemoryError("sigprof: out of memory while collecting samples")
+    take_batch(resolver, frames, stacks, samples)
+    if reset_interning:
+        while resolver.sample_count:  # collected while the batch was built
+            take_batch(resolver, frames, stacks, samples)
+        if sp_resolver_reset_interning(resolver) != 0:
+            raise MemoryError("sigprof: out of memory while starting new tables")
+        frames_reported = 0
+        stacks_reported = 0
+    return first_frame, frames, first_stack, stacks, samples
+
+
+def counters():
+    cdef sp_counters c
+    cdef sp_resolver *resolver = sp_sampler_resolver()
+    cdef uint64_t bucket = 0, ident = 0, count = 0
+    cdef int found
+    sp_sampler_counters(&c)
+    signals = {}
+    result = {
+        "dropped": c.dropped,
+        "untracked_threads": c.untracked_threads,
+        "stale_signals": c.stale_signals,
+        "ticks": c.ticks,
+        "base_ns": c.base_ns,
+        "interval_ns": c.interval_ns,
+        "samples": 0,
+        "unresolved_frames": 0,
+        "truncated": 0,
+        "signals": signals,
+    }
+    if resolver != NULL:
+        result["samples"] = resolver.emitted_samples
+        result["unresolved_frames"] = resolver.unresolved_frames
+        result["truncated"] = resolver.truncated_stacks
+        while True:
+            found = sp_resolver_signal_bucket(resolver, bucket, &ident, &count)
+            if found < 0:
+                break
+            if found:
+                signals[ident] = count
+            bucket += 1
+    return result

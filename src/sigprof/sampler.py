@@ -1,0 +1,290 @@
+"""The low-level sampler: start and stop native sampling, read what it took.
+
+    sampler = sigprof.Sampler(frequency=101, clock="wall", max_stack_depth=128)
+    with sampler:
+        work()
+    sampler.samples()   # [Sample(timestamp_ns, thread_id, thread_name, frames)]
+    sampler.stats()
+
+``samples()`` is for people and tests; higher layers use ``drain()``, which
+gives frames and stacks interned (each sent once, then referred to by id).
+Use one or the other on a sampler, not both.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import sys
+import sysconfig
+import threading
+import time
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+from sigprof.naming import ModuleIndex, QualnameIndex
+
+DEFAULT_FREQUENCY = 101
+MAX_FREQUENCY = 500  # a 2 ms interval: faster livelocks some event loops
+MAX_STACK_DEPTH = 4096
+CLOCKS = ("wall", "cpu")
+
+
+class NativeUnavailable(RuntimeError):
+    """The native sampler cannot run in this process; str() says why."""
+
+
+class SamplerError(RuntimeError):
+    """The native sampler refused to start (another profiler owns SIGPROF,
+    a sampler is already running, ...); str() says why."""
+
+
+class Frame(NamedTuple):
+    function: str
+    filename: str
+    module: Optional[str]
+    lineno: int
+
+
+class Sample(NamedTuple):
+    timestamp_ns: int  # CLOCK_MONOTONIC, as time.monotonic_ns() and time.perf_counter_ns()
+    thread_id: int  # threading.get_ident()
+    thread_name: Optional[str]
+    frames: Tuple[Frame, ...]  # leaf first
+
+
+class Batch(NamedTuple):
+    """What drain() returns: the frames and stacks not given before (their ids
+    count on from first_frame_id and first_stack_id), and the samples as
+    (timestamp_ns, thread_id, stack_id). A stack is a tuple of frame ids, leaf
+    first."""
+
+    first_frame_id: int
+    frames: List[Frame]
+    first_stack_id: int
+    stacks: List[Tuple[int, ...]]
+    samples: List[Tuple[int, int, int]]
+
+
+UNKNOWN_FRAME = Frame("<unknown>", "<unknown>", None, 0)
+TRUNCATED_FRAME = Frame("<truncated>", "<sigprof>", None, 0)
+
+
+def native_unavailable_reason() -> Optional[str]:
+    """Why the native sampler cannot run here, or None if it can."""
+    if sys.platform != "linux":
+        return f"the native sampler needs Linux; this is {sys.platform}"
+    if sys.implementation.name != "cpython":
+        return f"the native sampler needs CPython; this is {sys.implementation.name}"
+    if not (3, 9) <= sys.version_info[:2] <= (3, 13):
+        return "the native sampler supports CPython 3.9 to 3.13; this is %d.%d" % sys.version_info[:2]
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return "the native sampler does not support free-threaded CPython builds yet"
+    try:
+        from sigprof import _native
+    except ImportError as error:
+        return f"the native extension could not be imported: {error}"
+    ok, why = _native.supported()
+    return None if ok else why
+
+
+def _check_frequency(frequency: object) -> float:
+    if isinstance(frequency, bool) or not isinstance(frequency, (int, float)):
+        raise TypeError(f"frequency must be a number of samples per second, not {frequency!r}")
+    if not math.isfinite(frequency) or not 0 < frequency <= MAX_FREQUENCY:
+        raise ValueError(
+            f"frequency must be above 0 and at most {MAX_FREQUENCY} Hz (a 2 ms interval), "
+            f"not {frequency!r}"
+        )
+    return float(frequency)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+_running: Optional["Sampler"] = None
+_running_lock = threading.Lock()
+
+
+class Sampler:
+    """Samples every Python thread's stack with signals, from native code."""
+
+    def __init__(
+        self,
+        frequency: float = DEFAULT_FREQUENCY,
+        clock: str = "wall",
+        max_stack_depth: int = 128,
+        *,
+        max_threads: int = 1024,
+        chain: bool = False,
+    ) -> None:
+        self.frequency = _check_frequency(frequency)
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
+        self.clock = clock
+        self.max_stack_depth = _check_int("max_stack_depth", max_stack_depth, 1, MAX_STACK_DEPTH)
+        self.max_threads = _check_int("max_threads", max_threads, 1, 65536)
+        self.chain = bool(chain)
+        self._pid: Optional[int] = None
+        self._anchor: Tuple[int, int] = (0, 0)  # (unix ns, monotonic ns) taken together
+        self._batches: List[Batch] = []
+        self._frames: List[Frame] = []
+        self._stacks: List[Tuple[int, ...]] = []
+        self._thread_names: Dict[int, str] = {}
+        self._modules = ModuleIndex()
+        self._qualnames = QualnameIndex() if sys.version_info < (3, 11) else None
+
+    # ---- lifecycle ----
+
+    @property
+    def running(self) -> bool:
+        return _running is self and self._pid == os.getpid()
+
+    def start(self) -> None:
+        global _running
+        reason = native_unavailable_reason()
+        if reason is not None:
+            raise NativeUnavailable(reason)
+        from sigprof import _native
+
+        with _running_lock:
+            if _running is not None and _running._pid == os.getpid():
+                raise SamplerError("a sigprof sampler is already running: one per process")
+            self._anchor = (time.time_ns(), time.monotonic_ns())
+            try:
+                _native.start(
+                    int(1e9 / self.frequency),
+                    self.clock,
+                    self.max_stack_depth,
+                    self.max_threads,
+                    0,
+                    self.chain,
+                )
+            except RuntimeError as error:
+                raise SamplerError(str(error)) from None
+            self._pid = os.getpid()
+            self._frames, self._stacks, self._batches = [], [], []
+            _running = self
+
+    def stop(self) -> None:
+        """Stops sampling; what was taken stays readable."""
+        global _running
+        from sigprof import _native
+
+        with _running_lock:
+            if not self.running:
+                return
+            _native.stop()
+            _running = None
+        self._batches.append(self._drain_native(False))
+
+    def __enter__(self) -> "Sampler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---- reading ----
+
+    def drain(self, *, reset_interning: bool = False) -> Batch:
+        """Everything taken since the last drain, interned. With
+        reset_interning, frame and stack ids start again from 0 after this
+        batch (a new Sentry chunk, say)."""
+        batches, self._batches = self._batches, []
+        if self.running:
+            batches.append(self._drain_native(reset_interning))
+        return _merge(batches)
+
+    def samples(self) -> List[Sample]:
+        """Every sample taken since the last call, frames resolved."""
+        batch = self.drain()
+        self._frames.extend(batch.frames)
+        self._stacks.extend(batch.stacks)
+        frames, stacks, names = self._frames, self._stacks, self._thread_names
+        stack_frames: Dict[int, Tuple[Frame, ...]] = {}
+        result = []
+        for timestamp_ns, thread_id, stack_id in batch.samples:
+            resolved = stack_frames.get(stack_id)
+            if resolved is None:
+                resolved = tuple(frames[i] for i in stacks[stack_id])
+                stack_frames[stack_id] = resolved
+            result.append(Sample(timestamp_ns, thread_id, names.get(thread_id), resolved))
+        return result
+
+    def stats(self) -> Dict[str, Any]:
+        """samples, dropped, unresolved_frames, truncated, untracked_threads,
+        stale_signals, ticks, and signals: {thread id: signals received}."""
+        from sigprof import _native
+
+        counters = _native.counters()
+        return {
+            key: counters[key]
+            for key in (
+                "samples", "dropped", "unresolved_frames", "truncated",
+                "untracked_threads", "stale_signals", "ticks", "signals",
+            )
+        }
+
+    def to_unix_ns(self, timestamp_ns: int) -> int:
+        """A sample's timestamp on the Unix clock sentry-sdk stamps spans with."""
+        unix_ns, monotonic_ns = self._anchor
+        return unix_ns + (timestamp_ns - monotonic_ns)
+
+    def thread_names(self) -> Dict[int, str]:
+        """Names of the threads seen so far, by thread id."""
+        return dict(self._thread_names)
+
+    # ---- internals ----
+
+    def _drain_native(self, reset_interning: bool) -> Batch:
+        from sigprof import _native
+
+        for thread in threading.enumerate():
+            if thread.ident is not None:
+                self._thread_names[thread.ident] = thread.name
+        first_frame, raw_frames, first_stack, stacks, samples = _native.drain(reset_interning)
+        frames = [self._frame(raw) for raw in raw_frames]
+        return Batch(first_frame, frames, first_stack, stacks, samples)
+
+    def _frame(self, raw: Tuple[int, Optional[str], Optional[str], int, int]) -> Frame:
+        kind, name, filename, lineno, first_lineno = raw
+        if name is None or filename is None:
+            return TRUNCATED_FRAME if kind == 2 else UNKNOWN_FRAME
+        if self._qualnames is not None:
+            name = self._qualnames.qualname(filename, first_lineno, name)
+        return Frame(name, filename, self._modules.module_for(filename), lineno)
+
+
+def _merge(batches: List[Batch]) -> Batch:
+    if not batches:
+        return Batch(0, [], 0, [], [])
+    if len(batches) == 1:
+        return batches[0]
+    frames: List[Frame] = []
+    stacks: List[Tuple[int, ...]] = []
+    samples: List[Tuple[int, int, int]] = []
+    for batch in batches:
+        frames.extend(batch.frames)
+        stacks.extend(batch.stacks)
+        samples.extend(batch.samples)
+    return Batch(batches[0].first_frame_id, frames, batches[0].first_stack_id, stacks, samples)
+
+
+def _stop_at_exit() -> None:
+    sampler = _running
+    if sampler is not None:
+        sampler.stop()
+
+
+def _forget_in_child() -> None:
+    global _running
+    _running = None
+
+
+atexit.register(_stop_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
