@@ -1,0 +1,8 @@
+"""``python -m sigprof``: the same as the ``sigprof`` command."""
+
+import sys
+
+from sigprof.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
