@@ -167,7 +167,8 @@ def parse_into(profile: Profile, document: dict[str, Any]) -> None:
     v1_start = _parse_time(document["timestamp"]) if str(document.get("version")) == "1" else 0
     for sample in body["samples"]:
         if "timestamp" in sample:
-            when = int(float(sample["timestamp"]) * 1e9)
+            # a float of Unix seconds holds about a microsecond: round to that
+            when = round(float(sample["timestamp"]) * 1e6) * 1000
         else:
             when = v1_start + int(sample["elapsed_since_start_ns"])
         tid_text = str(sample["thread_id"])
