@@ -1,0 +1,68 @@
+"""A background OS thread that runs a task repeatedly, even under gevent.
+
+gevent's monkey patching turns `threading.Thread` into a greenlet, which
+would only run when the event loop yields; the drains and chunk flushes must
+not depend on that. So this thread is started with the original
+`_thread.start_new_thread` and sleeps on an original lock.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+
+def _original(module: str, name: str) -> Any:
+    if "gevent" in sys.modules:
+        try:
+            from gevent.monkey import get_original  # type: ignore[import-untyped]
+
+            return get_original(module, name)
+        except ImportError:  # pragma: no cover - gevent without monkey
+            pass
+    return getattr(__import__(module), name)
+
+
+class HousekeepingThread:
+    """Runs `task` until it returns None; its return value is the pause, in
+    seconds, before the next round. `wake()` cuts a pause short."""
+
+    def __init__(self, name: str, task: Callable[[], float | None]) -> None:
+        self.name = name
+        self._task = task
+        self._lock = _original("_thread", "allocate_lock")()
+        self._wakeup = _original("_thread", "allocate_lock")()
+        self._wakeup.acquire()
+        self._running_in: int | None = None
+
+    def ensure_running(self, pid: int) -> None:
+        with self._lock:
+            if self._running_in == pid:
+                return
+            self._running_in = pid
+        _original("_thread", "start_new_thread")(self._run, ())
+
+    def mark_exiting(self) -> None:
+        """Called by the task, under the owner's lock, before it returns None:
+        the next ensure_running() then starts a new thread."""
+        with self._lock:
+            self._running_in = None
+
+    def wake(self) -> None:
+        try:
+            self._wakeup.release()
+        except RuntimeError:  # already woken and not yet waited on
+            pass
+
+    def _run(self) -> None:
+        while True:
+            try:
+                pause = self._task()
+            except Exception:  # noqa: BLE001 - a failing round must not kill profiling
+                from sentry_sdk.utils import capture_internal_exception
+
+                capture_internal_exception(sys.exc_info())
+                pause = 1.0
+            if pause is None:
+                return
+            self._wakeup.acquire(True, pause)

@@ -1,0 +1,60 @@
+"""Native frames as the frame objects Sentry's profile formats carry.
+
+Each frame is converted once per interning epoch (never per sample), with the
+same fields sentry-sdk's own profiler sends: `abs_path` joined to the working
+directory, `filename` relative to the module root, `module`, `function`
+(a qualified name) and `lineno`; `in_app` is filled in later by sentry-sdk's
+own `set_in_app_in_frames`, with the client's options.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sentry_sdk.utils import filename_for_module, set_in_app_in_frames
+
+from sigprof.sampler import Frame
+
+SentryFrame = dict[str, Any]
+
+# The sampler's own markers have no file: they are shown as they are.
+_SYNTHETIC_FILES = ("<sigprof>", "<unknown>")
+
+
+class FrameConverter:
+    """Converts native frames; remembers the working directory like the SDK."""
+
+    def __init__(self) -> None:
+        self.cwd = os.getcwd()
+
+    def convert(self, frame: Frame) -> SentryFrame:
+        if frame.filename in _SYNTHETIC_FILES:
+            return {
+                "abs_path": frame.filename,
+                "filename": frame.filename,
+                "function": frame.function,
+                "lineno": frame.lineno,
+                "module": None,
+                "in_app": False,
+            }
+        abs_path = os.path.join(self.cwd, frame.filename)
+        return {
+            "abs_path": abs_path,
+            "filename": filename_for_module(frame.module, abs_path) or None,
+            "function": frame.function,
+            "lineno": max(frame.lineno, 0),
+            "module": frame.module,
+        }
+
+
+def mark_in_app(frames: list[SentryFrame], options: dict[str, Any] | None) -> None:
+    """Sets `in_app` exactly as sentry-sdk does for its own profiles."""
+    if options is None:
+        return
+    set_in_app_in_frames(
+        frames,
+        options.get("in_app_exclude"),
+        options.get("in_app_include"),
+        options.get("project_root"),
+    )

@@ -1,0 +1,317 @@
+"""`start_profiling_span(...)` and the `@profile()` decorator.
+
+A profiling span is a Sentry span whose duration is guaranteed to be
+sampled:
+
+- it is decided once, on entry, with its `sample_rate` (default 1.0); a span
+  that loses the draw runs its block untouched (no span, no samples);
+- a profiled span opens a child of the current span when that span is
+  sampled, otherwise a new transaction (sampled, and in the current trace if
+  there is one);
+- unless that transaction already has a running transaction profile, the
+  span holds the continuous profiling session open, whatever
+  `profile_session_sample_rate` decided: the span and its transaction carry
+  the session's `profiler_id`, `thread.id` and `thread.name`, and the
+  samples go out in that session's chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import random
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, Callable, TypeVar
+
+import sentry_sdk
+from sentry_sdk.utils import is_valid_sample_rate, logger
+from typing_extensions import Self
+
+from sigprof.continuous import SESSION
+from sigprof.transaction_profiles import active_native_profile
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+
+
+def _decide(sample_rate: Any) -> bool:
+    if sample_rate is None:
+        return True
+    if not is_valid_sample_rate(sample_rate, source="Profiling span"):
+        logger.warning("[Profiling] Not profiling this span: invalid sample_rate")
+        return False
+    return random.random() < float(sample_rate)
+
+
+class ProfilingSpan:
+    """A span whose block is sampled; see the module docstring."""
+
+    def __init__(
+        self,
+        description: str | None = None,
+        op: str | None = None,
+        *,
+        name: str | None = None,
+        sample_rate: float | None = None,
+    ) -> None:
+        self.description = description if description is not None else name
+        self.op = op
+        self.sample_rate = sample_rate
+        self.span: Any = None
+        self.profiled = False
+        self._state = _NEW
+        self._held = False
+        self._detached_parent: Any = None
+
+    @property
+    def profiler_id(self) -> str | None:
+        return SESSION.profiler_id if self._held else None
+
+    # ---- context manager, sync and async ----
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(exc)
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # ---- the work ----
+
+    def open(self, *, current: bool = True) -> None:
+        """Starts the span. With current=False the span is not made the
+        scope's current span (generators: see `resumed`)."""
+        if self._state != _NEW:
+            logger.warning("[Profiling] A profiling span can be entered only once")
+            return
+        self._state = _OPEN
+        self.profiled = _decide(self.sample_rate)
+        if not self.profiled:
+            return
+        parent = sentry_sdk.get_current_span()
+        if parent is not None and parent.sampled:
+            span = parent.start_child(op=self.op or "function", name=self.description)
+        else:
+            link = {}
+            if parent is not None:
+                link = {"trace_id": parent.trace_id, "parent_span_id": parent.span_id}
+            span = sentry_sdk.start_transaction(
+                name=self.description or "profiling span",
+                op=self.op or "function",
+                sampled=True,
+                **link,  # type: ignore[arg-type]
+            )
+        scope = sentry_sdk.get_current_scope()
+        previous = scope.span
+        span.__enter__()
+        if not current:
+            scope.span = previous
+        self.span = span
+        root = getattr(span, "containing_transaction", None)
+        if active_native_profile(root) is None and SESSION.hold(self):
+            self._held = True
+            profiler_id = SESSION.profiler_id
+            span.set_profiler_id(profiler_id)
+            if root is not None and root is not span and root.get_profile_context() is None:
+                root.set_profiler_id(profiler_id)
+
+    def close(self, exc: BaseException | None = None) -> None:
+        if self._state == _CLOSED:
+            logger.warning("[Profiling] A profiling span was exited more than once")
+            return
+        if self._state == _NEW:
+            logger.warning("[Profiling] A profiling span was exited without being entered")
+            return
+        self._state = _CLOSED
+        span = self.span
+        try:
+            if span is not None:
+                scope = sentry_sdk.get_current_scope()
+                current = scope.span
+                span.__exit__(type(exc) if exc is not None else None, exc, None)
+                if current is not span:  # a detached span must not move the scope's span
+                    scope.span = current
+        finally:
+            if self._held:
+                self._held = False
+                SESSION.release(self, linger=True)
+
+    def resumed(self) -> _Current:
+        """Makes the span current while a generator's body runs."""
+        return _Current(self.span)
+
+
+class _Current:
+    def __init__(self, span: Any) -> None:
+        self._span = span
+        self._scope: Any = None
+        self._previous: Any = None
+
+    def __enter__(self) -> None:
+        if self._span is not None:
+            self._scope = sentry_sdk.get_current_scope()
+            self._previous = self._scope.span
+            self._scope.span = self._span
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._scope is not None:
+            self._scope.span = self._previous
+
+
+def start_profiling_span(
+    description: str | None = None,
+    op: str | None = None,
+    *,
+    name: str | None = None,
+    sample_rate: float | None = None,
+) -> ProfilingSpan:
+    """`with start_profiling_span(description="Data processing"): ...` (or
+    `async with`): the block is profiled and linked to its own span."""
+    return ProfilingSpan(description, op, name=name, sample_rate=sample_rate)
+
+
+def profile(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    op: str | None = None,
+    sample_rate: float | None = None,
+) -> Any:
+    """`@profile()` (or `@profile`): each call is profiled in its own span.
+    Works on functions, methods, async functions and generators."""
+
+    def decorate(target: Any) -> Any:
+        if isinstance(target, (classmethod, staticmethod)):
+            return type(target)(decorate(target.__func__))
+        if not callable(target):
+            raise TypeError(
+                f"sigprof.profile() decorates functions and methods, not {type(target).__name__}"
+            )
+        span_name = name or getattr(target, "__qualname__", None) or repr(target)
+
+        def make() -> ProfilingSpan:
+            return ProfilingSpan(span_name, op or "function", sample_rate=sample_rate)
+
+        return _wrap(target, make)
+
+    if func is None:
+        return decorate
+    return decorate(func)
+
+
+def _wrap(target: Any, make: Callable[[], ProfilingSpan]) -> Any:
+    if inspect.isasyncgenfunction(target):
+        return _wrap_async_generator(target, make)
+    if inspect.iscoroutinefunction(target):
+
+        @functools.wraps(target)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            async with make():
+                return await target(*args, **kwargs)
+
+        return async_wrapper
+    if inspect.isgeneratorfunction(target):
+        return _wrap_generator(target, make)
+
+    @functools.wraps(target)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with make():
+            return target(*args, **kwargs)
+
+    return wrapper
+
+
+def _wrap_generator(target: Any, make: Callable[[], ProfilingSpan]) -> Any:
+    # The span covers the generator's life (first resume to exhaustion or
+    # close) but is the current span only while the generator's body runs.
+    @functools.wraps(target)
+    def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        generator = target(*args, **kwargs)
+        span = make()
+        span.open(current=False)
+        error: BaseException | None = None
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                with span.resumed():
+                    try:
+                        if to_throw is not None:
+                            thrown, to_throw = to_throw, None
+                            item = generator.throw(thrown)
+                        else:
+                            item = generator.send(to_send)
+                    except StopIteration as stop:
+                        return stop.value
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    generator.close()
+                    raise
+                except BaseException as thrown:  # noqa: BLE001 - passed on into the generator
+                    to_throw = thrown
+        except GeneratorExit:
+            raise
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            span.close(error)
+
+    return wrapper
+
+
+def _wrap_async_generator(target: Any, make: Callable[[], ProfilingSpan]) -> Any:
+    @functools.wraps(target)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        generator = target(*args, **kwargs)
+        span = make()
+        span.open(current=False)
+        error: BaseException | None = None
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        try:
+            while True:
+                with span.resumed():
+                    try:
+                        if to_throw is not None:
+                            thrown, to_throw = to_throw, None
+                            item = await generator.athrow(thrown)
+                        else:
+                            item = await generator.asend(to_send)
+                    except StopAsyncIteration:
+                        return
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    await generator.aclose()
+                    raise
+                except BaseException as thrown:  # noqa: BLE001 - passed on into the generator
+                    to_throw = thrown
+        except GeneratorExit:
+            raise
+        except BaseException as failure:
+            error = failure
+            raise
+        finally:
+            span.close(error)
+
+    return wrapper

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import sentry_sdk
+
+from sigprof.continuous import SESSION
+from sigprof.sample_source import SOURCE
+from tests.sentry.receiver import Receiver
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    try:
+        yield server
+    finally:
+        SESSION.end()
+        client = sentry_sdk.get_client()
+        if client.is_active():
+            client.close(timeout=5)  # before the server goes away
+        server.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_profiling() -> Iterator[None]:
+    """Every test starts and ends with no session, no sampler, no client."""
+    yield
+    SESSION.end()
+    SOURCE.stop_now()
+    client = sentry_sdk.get_client()
+    if client.is_active():
+        client.close(timeout=5)
+    sentry_sdk.init()  # a client with no DSN: nothing from a test leaks into the next
