@@ -9,6 +9,14 @@ from sigprof.sampler import (
     SamplerError,
     native_unavailable_reason,
 )
+from sigprof.sentry_init import (
+    SigprofFallbackWarning,
+    SigprofIntegration,
+    init,
+    start_profiler,
+    stop_profiler,
+)
+from sigprof.spans import ProfilingSpan, profile, start_profiling_span
 
 __version__ = "0.1.0"
 
@@ -20,4 +28,13 @@ __all__ = [
     "Sampler",
     "SamplerError",
     "native_unavailable_reason",
+    # the Sentry drop-in
+    "ProfilingSpan",
+    "SigprofFallbackWarning",
+    "SigprofIntegration",
+    "init",
+    "profile",
+    "start_profiler",
+    "start_profiling_span",
+    "stop_profiler",
 ]
