@@ -286,7 +286,7 @@ def parse_time(text: str, now: float | None = None) -> int:
     if value and value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
         return int((now - float(value[:-1]) * units[value[-1]]) * 1e9)
     try:
-        return int(float(value) * 1e9)
+        return round(float(value) * 1e6) * 1000  # a double holds Unix time to about a microsecond
     except ValueError:
         pass
     try:

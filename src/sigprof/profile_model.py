@@ -281,20 +281,28 @@ def top_functions(profile: Profile, limit: int = 15) -> tuple[list[FunctionStat]
 
 def strip_root_frames(profile: Profile, drop: Callable[[Frame], bool]) -> Profile:
     """A copy without the run of frames at the ROOT end of each stack that
-    ``drop`` matches (a launcher's own frames: sigprof's, runpy's)."""
+    ``drop`` matches (a launcher's own frames: sigprof's, runpy's).
+    Samples with nothing but such frames (the launcher at work) go too."""
     result = Profile(
         unit=profile.unit, interval_ns=profile.interval_ns, clock=profile.clock,
         name=profile.name, stats=dict(profile.stats),
     )
-    new_ids: dict[int, int] = {}
+    new_ids: dict[int, int | None] = {}
     for stack_id, stack in enumerate(profile.stacks):
         frames = profile.stack_frames(stack_id)
         end = len(frames)
         while end > 0 and drop(frames[end - 1]):
             end -= 1
-        kept = frames[:end] if end else frames[:1]  # never leave a stack empty
-        new_ids[stack_id] = result.intern_stack(tuple(result.intern_frame(f) for f in kept))
+        new_ids[stack_id] = (
+            result.intern_stack(tuple(result.intern_frame(f) for f in frames[:end]))
+            if end or not frames else None
+        )
     for tid, thread in profile.threads.items():
-        copy = result.thread(tid, thread.name)
-        copy.samples = [(ts, new_ids[s], w) for ts, s, w in thread.samples]
+        kept: list[ProfileSample] = []
+        for ts, old, weight in thread.samples:
+            new = new_ids[old]
+            if new is not None:
+                kept.append((ts, new, weight))
+        if kept:
+            result.thread(tid, thread.name).samples = kept
     return result

@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sigprof
+from sigprof import cli
+
+from .conftest import SPIN, needs_native, sigprof_cli, write_script
+
+
+def test_version(tmp_path: Path) -> None:
+    result = sigprof_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"sigprof {sigprof.__version__}"
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    script = shutil.which("sigprof", path=os.path.dirname(sys.executable))
+    assert script is not None, "pip install should create the `sigprof` command"
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == f"sigprof {sigprof.__version__}"
+
+
+def test_no_command_prints_help(tmp_path: Path) -> None:
+    result = sigprof_cli(cwd=tmp_path)
+    assert result.returncode == 2
+    assert "run" in result.stderr and "view" in result.stderr and "report" in result.stderr
+
+
+@needs_native
+def test_script_runs_as_main_with_its_argv_path_and_exit_code(tmp_path: Path) -> None:
+    app = tmp_path / "prog" / "app.py"
+    write_script(tmp_path / "prog" / "helper.py", SPIN)
+    write_script(app, """
+        import json, sys
+        from helper import hot_function   # found through sys.path[0], the script's folder
+        hot_function(0.4)
+        with open(sys.argv[2], "w") as out:
+            json.dump({"name": __name__, "argv": sys.argv, "path0": sys.path[0],
+                       "main": sys.modules["__main__"].__dict__.get("hot_function") is hot_function}, out)
+        sys.exit(7)
+    """)
+    seen = tmp_path / "seen.json"
+    result = sigprof_cli(
+        "run", "--format", "collapsed", "-o", "out.txt", "prog/app.py", "--flag", str(seen),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 7, result.stderr
+    facts = json.loads(seen.read_text())
+    assert facts["name"] == "__main__"
+    assert facts["argv"] == ["prog/app.py", "--flag", str(seen)]
+    assert facts["path0"] == str(tmp_path / "prog")
+    assert facts["main"] is True
+    profile = (tmp_path / "out.txt").read_text()
+    assert re.search(r"^<module> \(.*app\.py:\d+\);hot_function \(.*helper\.py:\d+\)", profile, re.M)
+    # sigprof's own launcher frames are not in the profile
+    assert "runpy" not in profile and "sigprof/cli.py" not in profile
+    assert re.search(r"^\s+\d+\.\d%\s+\d+\.\d%\s+hot_function", result.stderr, re.M)
+    assert "sigprof: wrote out.txt" in result.stderr
+
+
+@needs_native
+def test_module_mode(tmp_path: Path) -> None:
+    write_script(tmp_path / "pkg" / "__init__.py", "")
+    write_script(tmp_path / "pkg" / "tool.py", SPIN + """
+import json, sys
+if __name__ == "__main__":
+    hot_function(0.3)
+    print(json.dumps({"argv": sys.argv, "path0": sys.path[0], "name": __name__}))
+""")
+    result = sigprof_cli("run", "-o", "p.txt", "--format", "collapsed", "-m", "pkg.tool", "a", "-o", "b",
+                         cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["name"] == "__main__"
+    assert facts["argv"] == [str(tmp_path / "pkg" / "tool.py"), "a", "-o", "b"]
+    assert facts["path0"] == str(tmp_path)
+    assert "hot_function" in (tmp_path / "p.txt").read_text()
+
+
+@needs_native
+def test_exception_in_program_still_writes_profile(tmp_path: Path) -> None:
+    write_script(tmp_path / "fails.py", SPIN + """
+hot_function(0.3)
+raise ValueError("boom")
+""")
+    result = sigprof_cli("run", "-o", "f.html", "fails.py", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "ValueError: boom" in result.stderr
+    assert "runpy" not in result.stderr  # the traceback is the program's, not ours
+    assert "hot_function" in (tmp_path / "f.html").read_text()
+
+
+@needs_native
+@pytest.mark.parametrize("code, expected", [("0", 0), ("3", 3), ("'bye'", 1), ("None", 0)])
+def test_system_exit_codes(tmp_path: Path, code: str, expected: int) -> None:
+    write_script(tmp_path / "leave.py", f"import sys\nsys.exit({code})\n")
+    result = sigprof_cli("run", "-o", "x.html", "--no-summary", "leave.py", cwd=tmp_path)
+    assert result.returncode == expected
+    assert (tmp_path / "x.html").exists()
+
+
+@needs_native
+def test_default_output_name(tmp_path: Path) -> None:
+    write_script(tmp_path / "tiny.py", SPIN + "hot_function(0.2)\n")
+    result = sigprof_cli("run", "--format", "speedscope", "tiny.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (written,) = tmp_path.glob("sigprof-tiny-*.speedscope.json")
+    assert f"wrote {written.name}" in result.stderr
+
+
+@needs_native
+def test_threads_filter(tmp_path: Path) -> None:
+    write_script(tmp_path / "threads.py", SPIN + """
+import threading
+# lives past a drain (every 0.5 s), when thread names are read
+worker = threading.Thread(target=hot_function, args=(1.2,), name="busy-1")
+worker.start()
+worker.join()
+""")
+    result = sigprof_cli("run", "--threads", "busy-*", "--format", "speedscope", "-o", "t.json",
+                         "threads.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "t.json").read_text())
+    assert [p["name"].split(" (")[0] for p in document["profiles"]] == ["busy-1"]
+
+
+@needs_native
+def test_cpu_clock_skips_sleeping(tmp_path: Path) -> None:
+    write_script(tmp_path / "mixed.py", SPIN + """
+import time
+def sleepy():
+    time.sleep(0.6)
+sleepy()
+hot_function(0.6)
+""")
+    result = sigprof_cli("run", "--clock", "cpu", "--format", "collapsed", "-o", "c.txt",
+                         "mixed.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "c.txt").read_text().splitlines()
+    hot = sum(int(line.rsplit(" ", 1)[1]) for line in lines if "hot_function" in line)
+    sleeping = sum(int(line.rsplit(" ", 1)[1]) for line in lines if "sleepy" in line)
+    assert hot > 5 and sleeping < hot / 3
+
+
+@needs_native
+def test_duration_stops_a_program_that_never_ends(tmp_path: Path) -> None:
+    write_script(tmp_path / "forever.py", "import time\nwhile True:\n    time.sleep(0.05)\n")
+    result = sigprof_cli("run", "--duration", "1", "-o", "d.html", "forever.py", cwd=tmp_path,
+                         timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d.html").exists()
+
+
+@needs_native
+def test_progress_line_on_a_terminal(tmp_path: Path) -> None:
+    write_script(tmp_path / "slow.py", SPIN + "hot_function(1.5)\n")
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sigprof", "run", "-o", "s.html", "slow.py"],
+            cwd=str(tmp_path), stderr=follower, stdout=subprocess.DEVNULL,
+        )
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    text = output.decode(errors="replace")
+    assert re.search(r"\rsigprof: +\d+\.\d s +\d+ samples +\d+ dropped", text)
+    assert "wrote s.html" in text
+
+
+# ---- errors a person will hit ----
+
+
+def test_script_not_found(tmp_path: Path) -> None:
+    result = sigprof_cli("run", "missing.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "script not found: missing.py" in result.stderr
+
+
+def test_module_not_importable(tmp_path: Path) -> None:
+    result = sigprof_cli("run", "-m", "no_such_module_here", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "module 'no_such_module_here' is not importable" in result.stderr
+
+
+def test_output_not_writable(tmp_path: Path) -> None:
+    write_script(tmp_path / "ok.py", "print('ran')\n")
+    result = sigprof_cli("run", "-o", "nowhere/deeper/out.html", "ok.py", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot write nowhere/deeper/out.html" in result.stderr
+    assert "ran" not in result.stdout  # refused before running anything
+
+
+def test_unknown_format(tmp_path: Path) -> None:
+    write_script(tmp_path / "ok.py", "print('ran')\n")
+    result = sigprof_cli("run", "--format", "svg", "ok.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown format 'svg'" in result.stderr and "speedscope" in result.stderr
+
+
+def test_no_program_given(tmp_path: Path) -> None:
+    result = sigprof_cli("run", "--format", "html", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "give a script to run, or -m MODULE" in result.stderr
+
+
+def test_native_unavailable_says_what_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    write_script(tmp_path / "ok.py", "print('ran')\n")
+    monkeypatch.setattr(cli, "native_unavailable_reason", lambda: "the native sampler needs Linux")
+    assert cli.main(["run", str(tmp_path / "ok.py")]) == 3
+    err = capsys.readouterr().err
+    assert "native sampler is unavailable: the native sampler needs Linux" in err
+    assert "sigprof view" in err and "sigprof report" in err
+
+
+def test_split_keeps_program_options_for_the_program() -> None:
+    assert cli._split_run_argv(["-o", "x", "--clock=cpu", "app.py", "-o", "y"]) == (
+        ["-o", "x", "--clock=cpu"], "app.py", None, ["-o", "y"]
+    )
+    assert cli._split_run_argv(["-mpkg.mod", "--x"]) == ([], None, "pkg.mod", ["--x"])
+    assert cli._split_run_argv(["--", "-weird.py"]) == ([], "-weird.py", None, [])
