@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -20,14 +19,14 @@ needs_native = pytest.mark.skipif(
 
 
 def sigprof_cli(
-    *args: str, cwd: Path, env: Optional[dict] = None, timeout: float = 300
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess:
     """`python -m sigprof ARGS` in a child process, as a person runs it."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "sigprof", *args],
-        cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 

@@ -26,7 +26,9 @@ def test_version(tmp_path: Path) -> None:
 def test_console_script_is_installed(tmp_path: Path) -> None:
     script = shutil.which("sigprof", path=os.path.dirname(sys.executable))
     assert script is not None, "pip install should create the `sigprof` command"
-    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [script, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.stdout.strip() == f"sigprof {sigprof.__version__}"
 
 
@@ -61,10 +63,10 @@ def test_script_runs_as_main_with_its_argv_path_and_exit_code(tmp_path: Path) ->
     assert facts["path0"] == str(tmp_path / "prog")
     assert facts["main"] is True
     profile = (tmp_path / "out.txt").read_text()
-    assert re.search(r"^<module> \(.*app\.py:\d+\);hot_function \(.*helper\.py:\d+\)", profile, re.M)
+    assert re.search(r"^<module> \(.*app\.py:\d+\);hot_function \(.*helper\.py:\d+\)", profile, re.MULTILINE)
     # sigprof's own launcher frames are not in the profile
     assert "runpy" not in profile and "sigprof/cli.py" not in profile
-    assert re.search(r"^\s+\d+\.\d%\s+\d+\.\d%\s+hot_function", result.stderr, re.M)
+    assert re.search(r"^\s+\d+\.\d%\s+\d+\.\d%\s+hot_function", result.stderr, re.MULTILINE)
     assert "sigprof: wrote out.txt" in result.stderr
 
 

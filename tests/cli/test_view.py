@@ -15,7 +15,7 @@ from .conftest import sigprof_cli
 
 
 def _functions_in(page: str) -> set:
-    match = re.search(r'id="sigprof-data">(.*?)</script>', page, re.S)
+    match = re.search(r'id="sigprof-data">(.*?)</script>', page, re.DOTALL)
     assert match is not None
     return {f[0] for f in json.loads(match.group(1))["functions"]}
 

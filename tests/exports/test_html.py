@@ -6,13 +6,13 @@ selector must work. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import pytest
 
@@ -25,7 +25,7 @@ ARTIFACTS = REPO / "test-artifacts"
 EXAMPLE = REPO / "examples" / "webapp.py"
 
 
-def _chromium() -> Optional[str]:
+def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         found = shutil.which(name)
         if found:
@@ -40,7 +40,7 @@ needs_chromium = pytest.mark.skipif(
 
 
 def _embedded_data(page: str) -> Any:
-    match = re.search(r'<script type="application/json" id="sigprof-data">(.*?)</script>', page, re.S)
+    match = re.search(r'<script type="application/json" id="sigprof-data">(.*?)</script>', page, re.DOTALL)
     assert match is not None
     return json.loads(match.group(1))
 

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from sigprof.profile_model import Profile, ProfileBuilder, build_tree, strip_root_frames, top_functions
+from sigprof.profile_model import (
+    Profile,
+    ProfileBuilder,
+    build_tree,
+    strip_root_frames,
+    top_functions,
+)
 from sigprof.sampler import Batch, Frame
 
 from .conftest import CRUNCH, HANDLE, MAIN, PARSE, T0, WAIT

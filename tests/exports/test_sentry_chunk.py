@@ -73,7 +73,7 @@ def test_vroomrs_rejects_numeric_thread_ids(profile: Profile) -> None:
     document = json.loads(sentry_chunk.render(profile))
     for sample in document["profile"]["samples"]:
         sample["thread_id"] = int(sample["thread_id"])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         vroom_parse(json.dumps(document))
 
 
