@@ -16,19 +16,19 @@ import queue
 import random
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 PRODUCTS = [{"id": i, "name": f"product-{i}", "price": round(random.uniform(1, 100), 2)} for i in range(400)]
 
 
-def query_database(user_id: int) -> List[Dict[str, Any]]:
+def query_database(user_id: int) -> list[dict[str, Any]]:
     """A database round trip: mostly waiting on the network."""
     time.sleep(0.004)
     rng = random.Random(user_id)
     return rng.sample(PRODUCTS, 100)
 
 
-def score(product: Dict[str, Any], user_id: int) -> float:
+def score(product: dict[str, Any], user_id: int) -> float:
     """Recommendation scoring: pure-Python CPU work."""
     total = 0.0
     seed = f"{user_id}:{product['id']}".encode()
@@ -39,12 +39,12 @@ def score(product: Dict[str, Any], user_id: int) -> float:
     return total
 
 
-def recommend(user_id: int, products: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def recommend(user_id: int, products: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ranked = sorted(products, key=lambda p: score(p, user_id), reverse=True)
     return ranked[:10]
 
 
-def render(payload: Dict[str, Any]) -> str:
+def render(payload: dict[str, Any]) -> str:
     return json.dumps(payload, indent=2, sort_keys=True)
 
 
@@ -56,7 +56,7 @@ def handle_request(body: str) -> str:
     return render({"user_id": user_id, "recommendations": picks, "count": len(picks)})
 
 
-def worker(requests: "queue.Queue[str | None]", responses: List[int]) -> None:
+def worker(requests: queue.Queue[str | None], responses: list[int]) -> None:
     while True:
         body = requests.get()
         if body is None:
@@ -65,8 +65,8 @@ def worker(requests: "queue.Queue[str | None]", responses: List[int]) -> None:
 
 
 def serve(count: int, workers: int) -> int:
-    requests: "queue.Queue[str | None]" = queue.Queue()
-    responses: List[int] = []
+    requests: queue.Queue[str | None] = queue.Queue()
+    responses: list[int] = []
     threads = [
         threading.Thread(target=worker, args=(requests, responses), name=f"worker-{i}")
         for i in range(workers)

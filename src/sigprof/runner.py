@@ -8,6 +8,7 @@ import importlib.util
 import os
 import runpy
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 
@@ -71,8 +72,10 @@ def run(target: Target) -> int:
             sys.argv = [target.module or "", *target.args]  # run_module puts the file here
             sys.path[0:0] = [os.getcwd()]
             runpy.run_module(target.module or "", run_name="__main__", alter_sys=True)
+        _wait_for_threads()
         return 0
     except SystemExit as leaving:
+        _wait_for_threads()
         return exit_code(leaving.code)
     except KeyboardInterrupt:
         traceback.print_exc()
@@ -85,6 +88,15 @@ def run(target: Target) -> int:
         sys.path[:] = saved_path
         if main_module is not None:
             sys.modules["__main__"] = main_module
+
+
+def _wait_for_threads() -> None:
+    """The interpreter waits for non-daemon threads before it exits; so do
+    we, so their work is in the profile."""
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and not thread.daemon and thread is not threading.current_thread():
+            thread.join()
 
 
 def exit_code(code: object) -> int:

@@ -243,3 +243,16 @@ def test_split_keeps_program_options_for_the_program() -> None:
     )
     assert cli._split_run_argv(["-mpkg.mod", "--x"]) == ([], None, "pkg.mod", ["--x"])
     assert cli._split_run_argv(["--", "-weird.py"]) == ([], "-weird.py", None, [])
+
+
+@needs_native
+def test_threads_outliving_the_main_module_are_profiled(tmp_path: Path) -> None:
+    write_script(tmp_path / "late.py", SPIN + """
+import threading
+threading.Thread(target=hot_function, args=(0.8,), name="late-worker").start()
+""")
+    result = sigprof_cli("run", "--format", "collapsed", "-o", "l.txt", "late.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "l.txt").read_text().splitlines()
+    hot = sum(int(line.rsplit(" ", 1)[1]) for line in lines if "hot_function" in line)
+    assert hot > 20  # ~80 at 101 Hz; the main module itself ends at once
