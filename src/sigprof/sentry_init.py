@@ -92,11 +92,31 @@ def init(*args: Any, **kwargs: Any) -> Any:
         rate = kwargs.get(key)
         if rate is not None and not is_valid_sample_rate(rate, source=f"Profiling ({key})"):
             kwargs[key] = None
+    _default_tracing_for_profiles(kwargs)
     integrations: list[Any] = list(kwargs.get("integrations") or [])
     if not any(isinstance(integration, SigprofIntegration) for integration in integrations):
         integrations.append(SigprofIntegration())
     kwargs["integrations"] = integrations
     return sentry_sdk.init(*args, **kwargs)
+
+
+_TRACING_KEYS = ("traces_sample_rate", "traces_sampler", "enable_tracing")
+
+
+def _default_tracing_for_profiles(kwargs: dict[str, Any]) -> None:
+    """Transaction profiles exist only for sampled transactions: asking for
+    them without any tracing option would silently produce nothing (the
+    reference document's first snippet does exactly that). Trace everything
+    then, and say so."""
+    wants_profiles = kwargs.get("profiles_sampler") is not None or bool(
+        kwargs.get("profiles_sample_rate")
+    )
+    if wants_profiles and all(kwargs.get(key) is None for key in _TRACING_KEYS):
+        kwargs["traces_sample_rate"] = 1.0
+        logger.warning(
+            "[Profiling] profiles_sample_rate/profiles_sampler need sampled transactions; "
+            "sigprof.init() set traces_sample_rate=1.0 because no tracing option was given"
+        )
 
 
 def start_profiler() -> None:

@@ -1,0 +1,252 @@
+"""`@profile()` and `start_profiling_span(...)`: each profiled call or block
+gets its own span, and chunk samples inside that span on its thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, AsyncIterator, Dict, Iterator, List
+
+import sentry_sdk
+from sentry_sdk.profiler import continuous_profiler
+
+import sigprof
+from tests.sentry.judge import (
+    check_chunk,
+    check_profile_v1,
+    normalize_transaction,
+    samples_between,
+)
+from tests.sentry.receiver import Receiver, wait_until
+
+
+def crunch(seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    total = 0
+    while time.monotonic() < deadline:
+        total += sum(range(300))
+    return total
+
+
+def _all_samples(receiver: Receiver) -> List[Dict[str, Any]]:
+    return [s for c in receiver.payloads("profile_chunk") for s in c["profile"]["samples"]]
+
+
+def _functions(receiver: Receiver, samples: List[Dict[str, Any]]) -> set:
+    """Function names shown by these samples, resolved in their own chunk."""
+    names = set()
+    for chunk in receiver.payloads("profile_chunk"):
+        frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
+        ids = {id(s) for s in chunk["profile"]["samples"]}
+        for sample in samples:
+            if id(sample) in ids:
+                names.update(frames[i]["function"] for i in stacks[sample["stack_id"]])
+    return names
+
+
+def _settle(receiver: Receiver, transactions: int) -> None:
+    wait_until(lambda: sigprof.continuous.SESSION.profiler_id is None)  # linger over
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: len(r.payloads("transaction")) >= transactions)
+    for chunk in receiver.payloads("profile_chunk"):
+        check_chunk(chunk)
+    for event in receiver.payloads("transaction"):
+        normalize_transaction(event)
+
+
+def _assert_linked(receiver: Receiver, span: Dict[str, Any], function: str) -> None:
+    data = span["data"]
+    inside = samples_between(
+        _all_samples(receiver), data["thread.id"], span["start_timestamp"], span["timestamp"]
+    )
+    assert len(inside) >= 5, f"{len(inside)} samples inside {span.get('description')}"
+    shown = _functions(receiver, inside)
+    assert any(n == function or n.endswith("." + function) for n in shown), shown
+    assert {c["profiler_id"] for c in receiver.payloads("profile_chunk")} >= {data["profiler_id"]}
+
+
+class Report:
+    @sigprof.profile()
+    def render(self, seconds: float) -> int:
+        return crunch(seconds)
+
+    @sigprof.profile(name="Report.build", op="report")
+    @classmethod
+    def build(cls, seconds: float) -> int:
+        return crunch(seconds)
+
+    @sigprof.profile
+    @staticmethod
+    def summarize(seconds: float) -> int:
+        return crunch(seconds)
+
+
+def test_decorated_function_without_transaction_opens_one_even_with_sessions_off(
+    receiver: Receiver,
+) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profile_session_sample_rate=0.0)
+
+    @sentry_sdk.profile()
+    def expensive_operation() -> int:
+        return crunch(0.3)
+
+    assert continuous_profiler.get_profiler_id() is None
+    expensive_operation()
+    _settle(receiver, 1)
+    (event,) = receiver.payloads("transaction")
+    assert event["transaction"].endswith("expensive_operation")
+    assert event["contexts"]["trace"]["op"] == "function"
+    trace = dict(event["contexts"]["trace"])
+    trace["start_timestamp"], trace["timestamp"] = event["start_timestamp"], event["timestamp"]
+    assert trace["data"]["thread.id"] == str(threading.get_ident())
+    assert event["contexts"]["profile"]["profiler_id"] == trace["data"]["profiler_id"]
+    _assert_linked(receiver, trace, "expensive_operation")
+
+
+def test_decorated_methods_open_child_spans_in_the_current_transaction(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="report", op="task"):
+        Report().render(0.2)
+        Report.build(0.2)
+        Report.summarize(0.2)
+    _settle(receiver, 1)
+    (event,) = receiver.payloads("transaction")
+    spans = {span["description"]: span for span in event["spans"]}
+    assert set(spans) == {"Report.render", "Report.build", "Report.summarize"}
+    assert spans["Report.build"]["op"] == "report"
+    assert spans["Report.render"]["op"] == "function"
+    profiler_ids = {span["data"]["profiler_id"] for span in spans.values()}
+    assert len(profiler_ids) == 1  # one session held across the three calls
+    assert event["contexts"]["profile"]["profiler_id"] in profiler_ids
+    for description, span in spans.items():
+        _assert_linked(receiver, span, description)
+
+
+def test_async_functions_and_async_with(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0)
+
+    @sigprof.profile(name="fetch")
+    async def fetch() -> int:
+        await asyncio.sleep(0.05)
+        return crunch(0.2)
+
+    async def main() -> None:
+        with sentry_sdk.start_transaction(name="async work"):
+            await fetch()
+            async with sigprof.start_profiling_span(description="Data processing", op="block"):
+                crunch(0.2)
+
+    asyncio.run(main())
+    _settle(receiver, 1)
+    (event,) = receiver.payloads("transaction")
+    spans = {span["description"]: span for span in event["spans"]}
+    _assert_linked(receiver, spans["fetch"], "crunch")
+    assert spans["Data processing"]["op"] == "block"
+    _assert_linked(receiver, spans["Data processing"], "crunch")
+
+
+def test_generators_sync_and_async(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0)
+
+    @sigprof.profile(name="rows")
+    def rows(n: int) -> Iterator[int]:
+        for i in range(n):
+            crunch(0.05)
+            received = yield i
+            if received is not None:
+                yield received * 10
+
+    @sigprof.profile(name="arows")
+    async def arows(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            crunch(0.05)
+            yield i
+
+    async def consume() -> List[int]:
+        return [i async for i in arows(4)]
+
+    with sentry_sdk.start_transaction(name="generators"):
+        produced = list(rows(4))
+        generator = rows(3)
+        assert next(generator) == 0
+        assert generator.send(7) == 70
+        generator.close()
+        assert asyncio.run(consume()) == [0, 1, 2, 3]
+    assert produced == [0, 1, 2, 3]
+    _settle(receiver, 1)
+    (event,) = receiver.payloads("transaction")
+    described = [span["description"] for span in event["spans"]]
+    assert described.count("rows") == 2 and described.count("arows") == 1
+    rows_spans = sorted(
+        (s for s in event["spans"] if s["description"] == "rows"), key=lambda s: s["start_timestamp"]
+    )
+    _assert_linked(receiver, rows_spans[0], "rows")  # the fully consumed one
+    _assert_linked(receiver, next(s for s in event["spans"] if s["description"] == "arows"), "arows")
+
+
+def test_nested_profiling_spans_and_the_reference_snippet(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0)
+
+    def process_large_dataset() -> None:
+        crunch(0.25)
+
+    def finalize_results() -> None:
+        crunch(0.05)
+
+    # the reference document's snippet, as written
+    def complex_function():  # type: ignore[no-untyped-def]
+        # Regular code here
+
+        # Start profiling a specific section
+        with sentry_sdk.start_profiling_span(description="Data processing"):
+            process_large_dataset()
+
+        # Continue with non-profiled code
+        finalize_results()
+
+    with sigprof.start_profiling_span(description="outer", op="outer") as outer:
+        with sigprof.start_profiling_span(description="inner") as inner:
+            crunch(0.2)
+        complex_function()
+    assert outer.profiled and inner.profiled
+    _settle(receiver, 1)
+    (event,) = receiver.payloads("transaction")  # outer opened a transaction
+    assert event["transaction"] == "outer"
+    spans = {span["description"]: span for span in event["spans"]}
+    assert set(spans) == {"inner", "Data processing"}
+    _assert_linked(receiver, spans["inner"], "crunch")
+    _assert_linked(receiver, spans["Data processing"], "process_large_dataset")
+
+
+def test_sample_rate_decides_per_call(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0)
+
+    @sigprof.profile(sample_rate=0.0)
+    def never() -> int:
+        return crunch(0.05)
+
+    with sentry_sdk.start_transaction(name="rates"):
+        assert never() > 0  # still runs
+        with sigprof.start_profiling_span(description="skipped", sample_rate=0.0) as span:
+            crunch(0.05)
+        assert not span.profiled and span.profiler_id is None
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
+    (event,) = receiver.payloads("transaction")
+    assert event["spans"] == []
+    assert receiver.payloads("profile_chunk") == []
+
+
+def test_inside_a_transaction_profile_the_span_uses_it(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="v1"):
+        with sigprof.start_profiling_span(description="block") as span:
+            crunch(0.3)
+        assert span.profiler_id is None  # no chunk session needed
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("profile")))
+    check_profile_v1(receiver.payloads("profile")[0])
+    assert receiver.payloads("profile_chunk") == []
+    (event,) = receiver.payloads("transaction")
+    assert [s["description"] for s in event["spans"]] == ["block"]
