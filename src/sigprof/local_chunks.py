@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from typing_extensions import Self
-
 from sigprof.exports import sentry_chunk, write_atomically
 from sigprof.profile_model import Profile, ProfileBuilder
 from sigprof.sampler import Sampler
@@ -153,7 +151,8 @@ class LocalChunkWriter:
 
                 print(f"sigprof: could not write a chunk: {error}", file=sys.stderr)
 
-    def __enter__(self) -> Self:
+    # typing.Self is 3.11+, and sigprof must not need typing_extensions
+    def __enter__(self) -> LocalChunkWriter:  # noqa: PYI034
         self.start()
         return self
 
