@@ -84,15 +84,24 @@ def init(*args: Any, **kwargs: Any) -> Any:
     with _lock:
         _init_calls += 1
         again = _init_calls > 1
-    if again:
-        logger.warning("[Profiling] sigprof.init() called again: the new client replaces the old")
-    for key in ("profiles_sample_rate", "profile_session_sample_rate"):
-        # sentry-sdk compares these with 0 before validating them, so a
-        # string would make init() itself raise; warn like it does instead.
-        rate = kwargs.get(key)
-        if rate is not None and not is_valid_sample_rate(rate, source=f"Profiling ({key})"):
-            kwargs[key] = None
-    _default_tracing_for_profiles(kwargs)
+    # Warn through sentry-sdk's logger as its own init does: shown with debug=True.
+    init_debug = getattr(_sdk_client, "_client_init_debug", None)
+    token = init_debug.set(bool(kwargs.get("debug"))) if init_debug is not None else None
+    try:
+        if again:
+            logger.warning(
+                "[Profiling] sigprof.init() called again: the new client replaces the old"
+            )
+        for key in ("profiles_sample_rate", "profile_session_sample_rate"):
+            # sentry-sdk compares these with 0 before validating them, so a
+            # string would make init() itself raise; warn like it does instead.
+            rate = kwargs.get(key)
+            if rate is not None and not is_valid_sample_rate(rate, source=f"Profiling ({key})"):
+                kwargs[key] = None
+        _default_tracing_for_profiles(kwargs)
+    finally:
+        if init_debug is not None and token is not None:
+            init_debug.reset(token)
     integrations: list[Any] = list(kwargs.get("integrations") or [])
     if not any(isinstance(integration, SigprofIntegration) for integration in integrations):
         integrations.append(SigprofIntegration())

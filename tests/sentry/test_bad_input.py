@@ -1,0 +1,154 @@
+"""Bad input warns like sentry-sdk does, never crashes, never loses a transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+import sentry_sdk
+from sentry_sdk.profiler import continuous_profiler
+
+import sigprof
+from tests.sentry.judge import check_chunk
+from tests.sentry.receiver import Receiver
+
+SDK_LOGGER = "sentry_sdk.errors"
+
+
+def busy(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sum(range(300))
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+@pytest.mark.parametrize("rate", [-0.5, 1.5, float("nan"), "0.5", "abc", [1]])
+def test_invalid_profiles_sample_rate(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, rate: Any
+) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profiles_sample_rate=rate)
+    with sentry_sdk.start_transaction(name="still sent"):
+        busy(0.05)
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
+    assert receiver.payloads("profile") == []
+    if not (isinstance(rate, float) and rate < 0):  # the SDK treats a negative rate as "off"
+        assert "sample rate" in _warnings(caplog).lower()
+
+
+@pytest.mark.parametrize("rate", [-1, 2, float("nan"), "1.0", None])
+def test_invalid_profile_session_sample_rate(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, rate: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigprof import continuous_scheduler
+
+    monkeypatch.setattr(continuous_scheduler, "_decision", None)
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=rate)
+    sentry_sdk.profiler.start_profiler()
+    assert continuous_profiler.get_profiler_id() is None
+    with sentry_sdk.start_transaction(name="still sent"):
+        busy(0.05)
+    sentry_sdk.profiler.stop_profiler()
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
+    assert receiver.payloads("profile_chunk") == []
+    if rate is not None:
+        assert "sample rate" in _warnings(caplog).lower()
+
+
+def test_init_twice_keeps_everything(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    sentry_sdk.profiler.start_profiler()
+    first_id = continuous_profiler.get_profiler_id()
+    busy(0.3)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    assert "called again" in _warnings(caplog)
+    # the first session's samples were sent as its last chunk
+    receiver.wait_for(lambda r: any(c["profiler_id"] == first_id for c in r.payloads("profile_chunk")))
+    sentry_sdk.profiler.start_profiler()
+    with sentry_sdk.start_transaction(name="after second init"):
+        busy(0.2)
+    sentry_sdk.profiler.stop_profiler()
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")) and len(r.payloads("profile_chunk")) == 2)
+    for chunk in receiver.payloads("profile_chunk"):
+        check_chunk(chunk)
+    second_id = receiver.payloads("transaction")[0]["contexts"]["profile"]["profiler_id"]
+    assert second_id != first_id
+
+
+def test_stop_profiler_without_start(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    sentry_sdk.profiler.stop_profiler()
+    sigprof.stop_profiler()
+    assert _warnings(caplog).count("not started") == 2
+
+
+def test_start_profiler_without_continuous_setup_warns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(debug=True, traces_sample_rate=1.0, profiles_sample_rate=1.0)
+    sigprof.start_profiler()
+    assert "continuous profiling is not set up" in _warnings(caplog)
+
+
+@pytest.mark.parametrize("target", [42, "name", None.__class__(), [1, 2]])
+def test_decorating_a_non_callable_raises_type_error(target: Any) -> None:
+    with pytest.raises(TypeError, match="decorates functions"):
+        sigprof.profile()(target)
+    if target is not None:
+        with pytest.raises(TypeError, match="decorates functions"):
+            sigprof.profile(target)
+
+
+def test_span_exited_twice(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0)
+    span = sigprof.start_profiling_span(description="twice")
+    span.__enter__()
+    busy(0.1)
+    span.__exit__(None, None, None)
+    span.__exit__(None, None, None)
+    span.__enter__()
+    assert "exited more than once" in _warnings(caplog)
+    assert "entered only once" in _warnings(caplog)
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
+    assert [e["transaction"] for e in receiver.payloads("transaction")] == ["twice"]
+
+
+def test_invalid_span_sample_rate_runs_the_block(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(debug=True, traces_sample_rate=1.0)
+
+    @sigprof.profile(sample_rate="often")  # type: ignore[arg-type]
+    def work() -> int:
+        return 7
+
+    assert work() == 7
+    assert "invalid sample_rate" in _warnings(caplog)
+
+
+def test_exceptions_pass_through_and_mark_the_span(receiver: Receiver) -> None:
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0)
+
+    @sigprof.profile()
+    def fails() -> None:
+        busy(0.05)
+        raise ValueError("boom")
+
+    with sentry_sdk.start_transaction(name="errors"):
+        with pytest.raises(ValueError, match="boom"):
+            fails()
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
+    (span,) = receiver.payloads("transaction")[0]["spans"]
+    assert span["status"] == "internal_error"
