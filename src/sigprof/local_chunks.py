@@ -175,7 +175,9 @@ def read_directory(
 ) -> MergedChunks:
     """Every chunk file in ``directory`` merged into one profile, keeping
     samples within [since_ns, until_ns]."""
-    merged = MergedChunks(Profile(name=os.path.basename(os.path.abspath(directory)), unit="samples"))
+    merged = MergedChunks(
+        Profile(name=os.path.basename(os.path.abspath(directory)), unit="samples", clock="")
+    )
     for name in sorted(os.listdir(directory)):
         if name.startswith(".") or not name.endswith(".json"):
             continue

@@ -37,7 +37,7 @@ class Profile:
     threads: dict[int, ThreadProfile] = field(default_factory=dict)
     unit: str = "samples"
     interval_ns: int = 0  # 0: unknown
-    clock: str = "wall"
+    clock: str = "wall"  # "" when the source does not say (a saved file)
     name: str = "sigprof"
     stats: dict[str, int] = field(default_factory=dict)
     _frame_ids: dict[Frame, int] = field(default_factory=dict, repr=False)

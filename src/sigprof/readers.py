@@ -75,7 +75,7 @@ def _from_json(documents: list[Any]) -> Profile:
     if isinstance(first, list):  # a JSON array of chunks
         documents = first
     if documents and all(sentry_chunk.is_sentry(d) for d in documents):
-        profile = Profile(name="Sentry profile", unit="samples")
+        profile = Profile(name="Sentry profile", unit="samples", clock="")
         try:
             for document in documents:
                 sentry_chunk.parse_into(profile, document)

@@ -25,10 +25,12 @@ def _duration(profile: Profile) -> str:
 def table(profile: Profile, limit: int = 12) -> str:
     stats, grand = top_functions(profile, limit)
     threads = len(profile.threads)
-    rate = f"{1e9 / profile.interval_ns:.0f} Hz " if profile.interval_ns else ""
+    how = [f"{1e9 / profile.interval_ns:.0f} Hz" if profile.interval_ns else "",
+           f"{profile.clock} clock" if profile.clock else ""]
+    detail = f" ({' '.join(h for h in how if h)})" if any(how) else ""
     header = (
-        f"sigprof: {_duration(profile)}{profile.sample_count()} samples "
-        f"({rate}{profile.clock} clock), {threads} thread{'s' if threads != 1 else ''}"
+        f"sigprof: {_duration(profile)}{profile.sample_count()} samples{detail}, "
+        f"{threads} thread{'s' if threads != 1 else ''}"
     )
     dropped = profile.stats.get("dropped", 0)
     if dropped:
@@ -47,6 +49,8 @@ def table(profile: Profile, limit: int = 12) -> str:
         lines.append(
             f"  {100 * stat.self_weight / grand:5.1f}%  {100 * stat.total_weight / grand:5.1f}%  {text}"
         )
+    if profile.clock == "wall" and profile.interval_ns:
+        lines.append("  (wall clock: waiting counts too; --clock cpu shows CPU time only)")
     return "\n".join(lines)
 
 

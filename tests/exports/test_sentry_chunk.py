@@ -77,17 +77,17 @@ def test_vroomrs_rejects_numeric_thread_ids(profile: Profile) -> None:
         vroom_parse(json.dumps(document))
 
 
-def test_long_profiles_split_into_60_second_chunks() -> None:
+def test_long_profiles_split_into_chunks_relay_accepts() -> None:
     profile = Profile(interval_ns=INTERVAL)
     frame = Frame("f", "/a.py", None, 1)
     for second in range(150):
         profile.add_sample(1, [frame], T0 + second * 1_000_000_000)
     found = list(sentry_chunk.chunks(profile, "b" * 32))
-    assert [len(c["profile"]["samples"]) for c in found] == [60, 60, 30]
+    assert [len(c["profile"]["samples"]) for c in found] == [65, 65, 20]
     assert {c["profiler_id"] for c in found} == {"b" * 32}
     for chunk in found:
         stamps = [s["timestamp"] for s in chunk["profile"]["samples"]]
-        assert max(stamps) - min(stamps) < 60
+        assert max(stamps) - min(stamps) <= 66
     lines = sentry_chunk.render(profile).decode().splitlines()
     assert len(lines) == 3
     for line in lines:

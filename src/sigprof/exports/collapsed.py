@@ -47,7 +47,7 @@ def parse_frame(label: str) -> Frame:
 def parse(text: str, name: str = "collapsed stacks") -> Profile:
     """Reads collapsed stacks into a one-thread profile (the format has no
     threads or timestamps). Raises ValueError on a malformed line."""
-    profile = Profile(name=name, unit="samples")
+    profile = Profile(name=name, unit="samples", clock="")
     thread = profile.thread(0, "all threads")
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

@@ -17,7 +17,9 @@ from sigprof.exports.labels import in_app, is_special, module_relative_path
 from sigprof.profile_model import Profile
 from sigprof.sampler import Frame
 
-CHUNK_SPAN_NS = 60 * 1_000_000_000  # the SDK flushes every 60 s; Relay rejects over 66 s
+# Relay rejects a chunk spanning over 66 s. Writers flush every 60 s; splitting
+# only past 65 s keeps a flush that ran a little late in one chunk.
+CHUNK_SPAN_NS = 65 * 1_000_000_000
 
 
 def frame_dict(frame: Frame) -> dict[str, Any]:
@@ -92,7 +94,7 @@ def chunk_dict(
 
 
 def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """The profile as chunks of at most 60 s each. Weighted samples are
+    """The profile as chunks of at most 65 s each. Weighted samples are
     repeated (a chunk sample has no weight); samples without a timestamp
     are given ones spaced by the sampling interval, ending now."""
     profiler_id = profiler_id or uuid.uuid4().hex
@@ -121,7 +123,7 @@ def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[dict[st
 
 
 def render(profile: Profile) -> bytes:
-    """One chunk as JSON when the profile spans under 60 s; otherwise JSON
+    """One chunk as JSON when the profile spans under 65 s; otherwise JSON
     Lines, one chunk per line (each alone is what Sentry accepts)."""
     found = [json.dumps(c, separators=(",", ":"), allow_nan=False) for c in chunks(profile)]
     if not found:
@@ -190,6 +192,6 @@ def _guess_interval(profile: Profile) -> None:
 
 
 def parse(document: dict[str, Any]) -> Profile:
-    profile = Profile(name="Sentry profile", unit="samples")
+    profile = Profile(name="Sentry profile", unit="samples", clock="")
     parse_into(profile, document)
     return profile

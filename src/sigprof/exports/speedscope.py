@@ -64,7 +64,9 @@ def parse(document: dict[str, Any]) -> Profile:
         Frame(str(f.get("name", "?")), str(f.get("file", "<unknown>")), None, int(f.get("line") or 0))
         for f in document["shared"]["frames"]
     ]
-    profile = Profile(name=str(document.get("name", "speedscope profile")), unit="nanoseconds")
+    profile = Profile(
+        name=str(document.get("name", "speedscope profile")), unit="nanoseconds", clock=""
+    )
     units = {p.get("unit") for p in document["profiles"]}
     if units <= {"none"} or not units <= set(_UNIT_NS) | {"none"}:
         profile.unit = "samples"

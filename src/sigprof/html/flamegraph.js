@@ -282,7 +282,8 @@
       fmtWeight(total),
       D.threads.length + (D.threads.length === 1 ? " thread" : " threads"),
       D.clock ? D.clock + " clock" : null,
-      D.intervalNs ? Math.round(1e9 / D.intervalNs) + " Hz" : null
+      D.intervalNs ? Math.round(1e9 / D.intervalNs) + " Hz" : null,
+      D.stats && D.stats.dropped ? D.stats.dropped + " dropped" : null
     ].filter(Boolean).join(" · ");
     var weights = D.threads.map(function (t) { return t.samples.reduce(function (s, x) { return s + x[1]; }, 0); });
     var order = D.threads.map(function (_, i) { return i; }).sort(function (a, b) { return weights[b] - weights[a]; });
