@@ -49,3 +49,12 @@ def test_parse_reads_flamegraph_pl_style_frames() -> None:
                   for _, s, _ in profile.threads[0].samples]
     assert root_first == [["main", "work", "leaf"], ["main", "work"]]
     assert profile.total_weight() == 10
+
+
+def test_library_frames_from_short_names_are_not_the_users() -> None:
+    from sigprof.exports.labels import in_app
+
+    profile = collapsed.parse("<module> (app.py:1);dumps (json/__init__.py:231) 2\n")
+    frames = {f.function: f for f in profile.frames}
+    assert in_app(frames["dumps"]) is False
+    assert in_app(frames["<module>"]) is True

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import sysconfig
@@ -65,10 +66,21 @@ def in_app(frame: Frame) -> bool:
     placeholders; Sentry greys those out."""
     if is_special(frame) or frame.filename.startswith("<frozen"):
         return False
+    if not os.path.isabs(frame.filename) and _is_library_relative(frame.filename):
+        return False
     path = os.path.normcase(os.path.abspath(frame.filename))
     if "site-packages" in path or "dist-packages" in path:
         return False
     return not path.startswith(_LIBRARY_DIRS) and not frame.filename.startswith("<")
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_library_relative(filename: str) -> bool:
+    """A short name from a saved file ("json/encoder.py", as collapsed
+    stacks carry them) that names a file of this Python's library."""
+    if os.path.exists(filename):
+        return False
+    return any(os.path.exists(os.path.join(root, filename)) for root in _LIBRARY_DIRS)
 
 
 def python_version() -> str:
