@@ -24,7 +24,7 @@ from sentry_sdk.utils import logger
 
 from sigprof.envelopes import (
     chunk_envelope,
-    chunk_payload,
+    chunk_json,
     client_options,
     has_enough_samples,
     prepare_transport,
@@ -185,7 +185,7 @@ class ChunkSession:
         if not active:
             return
         converter = FrameConverter()
-        payload = chunk_payload(
+        body = chunk_json(
             chunk_id=chunk_id,
             profiler_id=profiler_id,
             frames=[converter.convert(frame) for frame in frames],
@@ -196,7 +196,7 @@ class ChunkSession:
             options=options,
             sdk_name=sdk_name(),
         )
-        if send_envelope(chunk_envelope(payload)):
+        if send_envelope(chunk_envelope(body)):
             self.chunks_sent += 1
 
 

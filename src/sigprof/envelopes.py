@@ -9,6 +9,7 @@ samples: no re-indexing, no per-frame work beyond the epoch's new frames.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from sigprof.sample_source import RawSample
 from sigprof.sentry_frames import SentryFrame, mark_in_app
 
 
-def chunk_payload(
+def chunk_json(
     *,
     chunk_id: str,
     profiler_id: str,
@@ -31,23 +32,15 @@ def chunk_payload(
     thread_names: Mapping[int, str],
     options: dict[str, Any] | None,
     sdk_name: str,
-) -> dict[str, Any]:
-    """A format v2 `profile_chunk` payload. Sample timestamps become Unix
-    seconds on the spans' clock by adding unix_offset_ns."""
+) -> bytes:
+    """A format v2 `profile_chunk` payload, as JSON. Sample timestamps become
+    Unix seconds on the spans' clock by adding unix_offset_ns."""
     thread_keys: dict[int, str] = {}
     for _, thread_id, _ in samples:
         if thread_id not in thread_keys:
             thread_keys[thread_id] = str(thread_id)
-    keys = thread_keys
-    out_samples = [
-        {
-            "timestamp": (timestamp_ns + unix_offset_ns) / 1e9,
-            "thread_id": keys[tid],
-            "stack_id": sid,
-        }
-        for timestamp_ns, tid, sid in samples
-    ]
     mark_in_app(frames, options)
+    marker = uuid.uuid4().hex  # stands for the samples, written below
     payload: dict[str, Any] = {
         "chunk_id": chunk_id,
         "client_sdk": {"name": sdk_name, "version": VERSION},
@@ -55,9 +48,9 @@ def chunk_payload(
         "profile": {
             "frames": frames,
             "stacks": [list(stack) for stack in stacks],
-            "samples": out_samples,
+            "samples": marker,
             "thread_metadata": {
-                key: {"name": str(thread_names.get(tid, ""))} for tid, key in keys.items()
+                key: {"name": str(thread_names.get(tid, ""))} for tid, key in thread_keys.items()
             },
         },
         "profiler_id": profiler_id,
@@ -67,7 +60,36 @@ def chunk_payload(
         for key in ("release", "environment", "dist"):
             if options.get(key) is not None:
                 payload[key] = str(options[key]).strip()
-    return payload
+    head = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    return head.replace(f'"{marker}"', _samples_json(samples, unix_offset_ns), 1).encode()
+
+
+def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int) -> str:
+    """The samples array, written directly: it is the bulk of a chunk, and
+    one dict per sample for json.dumps costs half again as much. Each
+    (thread, stack) pair's text is made once; timestamps are written with
+    microsecond precision (a float64 holds no more at today's Unix times)."""
+    tails: dict[tuple[int, int], str] = {}
+
+    def tail(key: tuple[int, int]) -> str:
+        text = tails[key] = ',"thread_id":"%d","stack_id":%d}' % key  # noqa: UP031
+        return text
+
+    known = tails.get
+    return (
+        "["
+        + ",".join(
+            [
+                '{"timestamp":%d.%06d%s'  # noqa: UP031 - the fastest formatting here
+                % (
+                    *divmod((timestamp_ns + unix_offset_ns) // 1000, 1_000_000),
+                    known((thread_id, stack_id)) or tail((thread_id, stack_id)),
+                )
+                for timestamp_ns, thread_id, stack_id in samples
+            ]
+        )
+        + "]"
+    )
 
 
 def has_enough_samples(samples: Sequence[RawSample]) -> bool:
@@ -81,9 +103,8 @@ def has_enough_samples(samples: Sequence[RawSample]) -> bool:
     return False
 
 
-def chunk_envelope(payload: dict[str, Any]) -> Envelope:
-    """One envelope per chunk, the payload serialised once, strictly (no NaN)."""
-    body = json.dumps(payload, allow_nan=False, separators=(",", ":")).encode("utf-8")
+def chunk_envelope(body: bytes) -> Envelope:
+    """One envelope per chunk, holding the chunk's JSON as it is."""
     envelope = Envelope()
     envelope.add_item(
         Item(

@@ -15,7 +15,7 @@ from typing import Any, Callable
 def _original(module: str, name: str) -> Any:
     if "gevent" in sys.modules:
         try:
-            from gevent.monkey import get_original  # type: ignore[import-untyped]
+            from gevent.monkey import get_original  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
             return get_original(module, name)
         except ImportError:  # pragma: no cover - gevent without monkey

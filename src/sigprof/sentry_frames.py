@@ -22,6 +22,12 @@ SentryFrame = dict[str, Any]
 _SYNTHETIC_FILES = ("<sigprof>", "<unknown>")
 
 
+_CACHE_LIMIT = 1 << 16
+# Converted frames, shared by every chunk and profile: most frames of a
+# service recur in every chunk, and filename_for_module is not cheap.
+_cache: dict[tuple[Frame, str], SentryFrame] = {}
+
+
 class FrameConverter:
     """Converts native frames; remembers the working directory like the SDK."""
 
@@ -29,6 +35,16 @@ class FrameConverter:
         self.cwd = os.getcwd()
 
     def convert(self, frame: Frame) -> SentryFrame:
+        """A new dict each time (in_app is set on it later)."""
+        key = (frame, self.cwd)
+        found = _cache.get(key)
+        if found is None:
+            if len(_cache) >= _CACHE_LIMIT:
+                _cache.clear()
+            found = _cache[key] = self._convert(frame)
+        return dict(found)
+
+    def _convert(self, frame: Frame) -> SentryFrame:
         if frame.filename in _SYNTHETIC_FILES:
             return {
                 "abs_path": frame.filename,

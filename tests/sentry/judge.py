@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 from collections import Counter
-from typing import Any, Dict, List
+from datetime import datetime
+from typing import Any
 
 import sentry_relay
 import vroomrs
@@ -16,7 +16,7 @@ MAX_V1_NS = 30_000_000_000
 MAX_CHUNK_S = 66.0
 
 
-def _check_tables(profile: Dict[str, Any]) -> None:
+def _check_tables(profile: dict[str, Any]) -> None:
     frames, stacks = profile["frames"], profile["stacks"]
     for stack in stacks:
         assert all(isinstance(i, int) and 0 <= i < len(frames) for i in stack), "malformed stacks"
@@ -31,7 +31,7 @@ def _check_tables(profile: Dict[str, Any]) -> None:
             assert isinstance(frame["in_app"], bool)
 
 
-def _as_relay_forwards_v1(payload: Dict[str, Any]) -> Dict[str, Any]:
+def _as_relay_forwards_v1(payload: dict[str, Any]) -> dict[str, Any]:
     """The SDK sends u64s as decimal strings; Relay parses them and forwards
     numbers, which is what vroom reads."""
     out = json.loads(json.dumps(payload, allow_nan=False))
@@ -49,10 +49,15 @@ def _as_relay_forwards_v1(payload: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # What Sentry's ingestion adds before vroom reads a profile or a chunk.
-INGESTION_FIELDS = {"organization_id": 1, "project_id": 1, "received": 1700000000, "retention_days": 90}
+INGESTION_FIELDS = {
+    "organization_id": 1,
+    "project_id": 1,
+    "received": 1700000000,
+    "retention_days": 90,
+}
 
 
-def check_profile_v1(payload: Dict[str, Any]) -> Any:
+def check_profile_v1(payload: dict[str, Any]) -> Any:
     """A transaction profile Sentry would keep; returns vroomrs' Profile."""
     text = json.dumps(_as_relay_forwards_v1(payload), allow_nan=False)
     parsed = vroomrs.profile_from_json_str(text, "python")
@@ -76,7 +81,7 @@ def check_profile_v1(payload: Dict[str, Any]) -> Any:
     return parsed
 
 
-def check_chunk(payload: Dict[str, Any]) -> Any:
+def check_chunk(payload: dict[str, Any]) -> Any:
     """A profile chunk Sentry would keep; returns vroomrs' ProfileChunk."""
     text = json.dumps({**payload, **INGESTION_FIELDS}, allow_nan=False)
     parsed = vroomrs.profile_chunk_from_json_str(text, "python")
@@ -95,15 +100,15 @@ def check_chunk(payload: Dict[str, Any]) -> Any:
     return parsed
 
 
-def normalize_transaction(event: Dict[str, Any]) -> Dict[str, Any]:
+def normalize_transaction(event: dict[str, Any]) -> dict[str, Any]:
     """Relay's store normaliser over a transaction; it must report no error."""
-    normalized: Dict[str, Any] = sentry_relay.StoreNormalizer().normalize_event(dict(event))
+    normalized: dict[str, Any] = sentry_relay.StoreNormalizer().normalize_event(dict(event))
     assert normalized["type"] == "transaction"
     assert not normalized.get("errors"), normalized.get("errors")
     return normalized
 
 
-def functions_in(profile: Dict[str, Any], thread_id: str) -> List[str]:
+def functions_in(profile: dict[str, Any], thread_id: str) -> list[str]:
     """Every function name in the samples of one thread."""
     frames, stacks = profile["frames"], profile["stacks"]
     names = []
@@ -121,8 +126,8 @@ def unix_seconds(value: Any) -> float:
 
 
 def samples_between(
-    chunk_samples: List[Dict[str, Any]], thread_id: str, start: Any, end: Any
-) -> List[Dict[str, Any]]:
+    chunk_samples: list[dict[str, Any]], thread_id: str, start: Any, end: Any
+) -> list[dict[str, Any]]:
     start, end = unix_seconds(start), unix_seconds(end)
     return [
         s for s in chunk_samples if s["thread_id"] == thread_id and start <= s["timestamp"] <= end

@@ -8,17 +8,17 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
-Item = Tuple[Dict[str, Any], Any]  # (item header, parsed payload)
+Item = tuple[dict[str, Any], Any]  # (item header, parsed payload)
 
 
 class Envelope:
-    def __init__(self, headers: Dict[str, Any], items: List[Item]) -> None:
+    def __init__(self, headers: dict[str, Any], items: list[Item]) -> None:
         self.headers = headers
         self.items = items
 
-    def types(self) -> List[str]:
+    def types(self) -> list[str]:
         return [header["type"] for header, _ in self.items]
 
     def payload(self, kind: str) -> Any:
@@ -31,7 +31,7 @@ def parse_envelope(body: bytes) -> Envelope:
     newline = body.index(b"\n")
     headers = json.loads(body[:newline])
     pos = newline + 1
-    items: List[Item] = []
+    items: list[Item] = []
     while pos < len(body):
         end = body.find(b"\n", pos)
         if end == -1:
@@ -60,13 +60,13 @@ JSON_TYPES = {"transaction", "event", "profile", "profile_chunk", "client_report
 
 class Receiver:
     def __init__(self) -> None:
-        self.envelopes: List[Envelope] = []
-        self.raw_items: List[Tuple[Dict[str, Any], bytes]] = []
+        self.envelopes: list[Envelope] = []
+        self.raw_items: list[tuple[dict[str, Any], bytes]] = []
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -94,7 +94,7 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
-    def items(self, kind: str) -> List[Tuple[Envelope, Any]]:
+    def items(self, kind: str) -> list[tuple[Envelope, Any]]:
         with self.lock:
             return [
                 (envelope, payload)
@@ -103,25 +103,21 @@ class Receiver:
                 if header["type"] == kind
             ]
 
-    def payloads(self, kind: str) -> List[Any]:
+    def payloads(self, kind: str) -> list[Any]:
         return [payload for _, payload in self.items(kind)]
 
-    def wait_for(
-        self, predicate: Callable[["Receiver"], bool], timeout: float = 20.0
-    ) -> None:
+    def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate(self):
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out; got {[e.types() for e in self.envelopes]}"
-                )
+                raise AssertionError(f"timed out; got {[e.types() for e in self.envelopes]}")
             time.sleep(0.02)
 
     def clear(self) -> None:
         with self.lock:
             self.envelopes.clear()
 
-    def outcomes(self) -> List[Tuple[str, str]]:
+    def outcomes(self) -> list[tuple[str, str]]:
         """(reason, category) of every discarded event in client reports."""
         found = []
         for report in self.payloads("client_report"):
@@ -138,4 +134,4 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-__all__ = ["Envelope", "Receiver", "parse_envelope", "wait_until", "Optional"]
+__all__ = ["Envelope", "Optional", "Receiver", "parse_envelope", "wait_until"]

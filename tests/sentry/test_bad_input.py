@@ -50,7 +50,9 @@ def test_invalid_profile_session_sample_rate(
 
     monkeypatch.setattr(continuous_scheduler, "_decision", None)
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
-    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=rate)
+    sigprof.init(
+        dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=rate
+    )
     sentry_sdk.profiler.start_profiler()
     assert continuous_profiler.get_profiler_id() is None
     with sentry_sdk.start_transaction(name="still sent"):
@@ -65,20 +67,28 @@ def test_invalid_profile_session_sample_rate(
 
 def test_init_twice_keeps_everything(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
-    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    sigprof.init(
+        dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0
+    )
     sentry_sdk.profiler.start_profiler()
     first_id = continuous_profiler.get_profiler_id()
     busy(0.3)
-    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    sigprof.init(
+        dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0
+    )
     assert "called again" in _warnings(caplog)
     # the first session's samples were sent as its last chunk
-    receiver.wait_for(lambda r: any(c["profiler_id"] == first_id for c in r.payloads("profile_chunk")))
+    receiver.wait_for(
+        lambda r: any(c["profiler_id"] == first_id for c in r.payloads("profile_chunk"))
+    )
     sentry_sdk.profiler.start_profiler()
     with sentry_sdk.start_transaction(name="after second init"):
         busy(0.2)
     sentry_sdk.profiler.stop_profiler()
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")) and len(r.payloads("profile_chunk")) == 2)
+    receiver.wait_for(
+        lambda r: bool(r.payloads("transaction")) and len(r.payloads("profile_chunk")) == 2
+    )
     for chunk in receiver.payloads("profile_chunk"):
         check_chunk(chunk)
     second_id = receiver.payloads("transaction")[0]["contexts"]["profile"]["profiler_id"]
@@ -87,7 +97,9 @@ def test_init_twice_keeps_everything(receiver: Receiver, caplog: pytest.LogCaptu
 
 def test_stop_profiler_without_start(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
-    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    sigprof.init(
+        dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=1.0
+    )
     sentry_sdk.profiler.stop_profiler()
     sigprof.stop_profiler()
     assert _warnings(caplog).count("not started") == 2
@@ -145,9 +157,8 @@ def test_exceptions_pass_through_and_mark_the_span(receiver: Receiver) -> None:
         busy(0.05)
         raise ValueError("boom")
 
-    with sentry_sdk.start_transaction(name="errors"):
-        with pytest.raises(ValueError, match="boom"):
-            fails()
+    with sentry_sdk.start_transaction(name="errors"), pytest.raises(ValueError, match="boom"):
+        fails()
     sentry_sdk.flush()
     receiver.wait_for(lambda r: bool(r.payloads("transaction")))
     (span,) = receiver.payloads("transaction")[0]["spans"]

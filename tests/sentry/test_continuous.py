@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 import sentry_sdk
@@ -23,7 +23,7 @@ def spin(seconds: float) -> None:
         sum(range(300))
 
 
-def _chunks(receiver: Receiver) -> List[Dict[str, Any]]:
+def _chunks(receiver: Receiver) -> list[dict[str, Any]]:
     return receiver.payloads("profile_chunk")
 
 
@@ -32,13 +32,15 @@ def test_manual_lifecycle_links_transactions_and_spans_to_chunks(receiver: Recei
     sentry_sdk.profiler.start_profiler()
     profiler_id = continuous_profiler.get_profiler_id()
     assert profiler_id is not None
-    with sentry_sdk.start_transaction(name="manual", op="task"):
+    with sentry_sdk.start_transaction(name="manual", op="task"):  # noqa: SIM117 - 3.9 syntax
         with sentry_sdk.start_span(op="work", name="inner"):
             spin(0.4)
     sentry_sdk.profiler.stop_profiler()
     assert continuous_profiler.get_profiler_id() is None
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("profile_chunk")) and bool(r.payloads("transaction")))
+    receiver.wait_for(
+        lambda r: bool(r.payloads("profile_chunk")) and bool(r.payloads("transaction"))
+    )
 
     # one chunk per envelope, nothing else in it, item header as Sentry wants
     for envelope, _ in receiver.items("profile_chunk"):
@@ -143,8 +145,11 @@ def test_session_decision_is_made_once_per_process(monkeypatch: pytest.MonkeyPat
     decisions = []
     for _ in range(20):
         sigprof.init(profile_session_sample_rate=0.5)
-        decisions.append(continuous_profiler.is_profile_session_sampled() if hasattr(
-            continuous_profiler, "is_profile_session_sampled") else continuous_profiler._scheduler.sampled)
+        decisions.append(
+            continuous_profiler.is_profile_session_sampled()
+            if hasattr(continuous_profiler, "is_profile_session_sampled")
+            else continuous_profiler._scheduler.sampled
+        )
     assert len(set(decisions)) == 1
 
 

@@ -69,7 +69,10 @@ def _run(receiver: Receiver, tmp_path: Path, mode: str) -> dict:
     script.write_text(APP)
     result = subprocess.run(
         [sys.executable, str(script), receiver.dsn, mode],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     facts: dict = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["reason"] and "could not be imported" in facts["reason"]

@@ -7,23 +7,24 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 flask = pytest.importorskip("flask")
-from sentry_sdk.integrations.flask import FlaskIntegration  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
+from sentry_sdk.integrations.flask import FlaskIntegration
+from werkzeug.serving import make_server
 
-import sigprof  # noqa: E402
-from tests.sentry.judge import (  # noqa: E402
+import sigprof
+from tests.sentry.judge import (
     check_chunk,
     check_profile_v1,
     functions_in,
     normalize_transaction,
     samples_between,
 )
-from tests.sentry.receiver import Receiver  # noqa: E402
+from tests.sentry.receiver import Receiver
 
 
 def make_app() -> Any:

@@ -57,11 +57,16 @@ def test_gevent_monkey_patched_app(receiver: Receiver, tmp_path: Path) -> None:
     script.write_text(APP)
     result = subprocess.run(
         [sys.executable, str(script), receiver.dsn],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["drained_while_greenlet_hogged"]
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")) and bool(r.payloads("profile_chunk")))
+    receiver.wait_for(
+        lambda r: bool(r.payloads("transaction")) and bool(r.payloads("profile_chunk"))
+    )
     (event,) = receiver.payloads("transaction")
     data = event["contexts"]["trace"]["data"]
     assert data["thread.id"] == str(facts["main"])  # greenlets run on the hub's OS thread
@@ -71,11 +76,17 @@ def test_gevent_monkey_patched_app(receiver: Receiver, tmp_path: Path) -> None:
         check_chunk(chunk)
         frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
         inside = samples_between(
-            chunk["profile"]["samples"], data["thread.id"], event["start_timestamp"], event["timestamp"]
+            chunk["profile"]["samples"],
+            data["thread.id"],
+            event["start_timestamp"],
+            event["timestamp"],
         )
         shown.update(frames[i]["function"] for s in inside for i in stacks[s["stack_id"]])
         for sample in chunk["profile"]["samples"]:
-            if any(frames[i]["function"] == "HousekeepingThread._run" for i in stacks[sample["stack_id"]]):
+            if any(
+                frames[i]["function"] == "HousekeepingThread._run"
+                for i in stacks[sample["stack_id"]]
+            ):
                 housekeeping_threads.add(sample["thread_id"])
     assert "greenlet_work" in shown
     assert housekeeping_threads and str(facts["main"]) not in housekeeping_threads

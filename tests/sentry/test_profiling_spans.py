@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, AsyncIterator, Dict, Iterator, List
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import sentry_sdk
 from sentry_sdk.profiler import continuous_profiler
@@ -29,11 +30,11 @@ def crunch(seconds: float) -> int:
     return total
 
 
-def _all_samples(receiver: Receiver) -> List[Dict[str, Any]]:
+def _all_samples(receiver: Receiver) -> list[dict[str, Any]]:
     return [s for c in receiver.payloads("profile_chunk") for s in c["profile"]["samples"]]
 
 
-def _functions(receiver: Receiver, samples: List[Dict[str, Any]]) -> set:
+def _functions(receiver: Receiver, samples: list[dict[str, Any]]) -> set:
     """Function names shown by these samples, resolved in their own chunk."""
     names = set()
     for chunk in receiver.payloads("profile_chunk"):
@@ -55,7 +56,7 @@ def _settle(receiver: Receiver, transactions: int) -> None:
         normalize_transaction(event)
 
 
-def _assert_linked(receiver: Receiver, span: Dict[str, Any], function: str) -> None:
+def _assert_linked(receiver: Receiver, span: dict[str, Any], function: str) -> None:
     data = span["data"]
     inside = samples_between(
         _all_samples(receiver), data["thread.id"], span["start_timestamp"], span["timestamp"]
@@ -163,7 +164,7 @@ def test_generators_sync_and_async(receiver: Receiver) -> None:
             crunch(0.05)
             yield i
 
-    async def consume() -> List[int]:
+    async def consume() -> list[int]:
         return [i async for i in arows(4)]
 
     with sentry_sdk.start_transaction(name="generators"):
@@ -179,10 +180,13 @@ def test_generators_sync_and_async(receiver: Receiver) -> None:
     described = [span["description"] for span in event["spans"]]
     assert described.count("rows") == 2 and described.count("arows") == 1
     rows_spans = sorted(
-        (s for s in event["spans"] if s["description"] == "rows"), key=lambda s: s["start_timestamp"]
+        (s for s in event["spans"] if s["description"] == "rows"),
+        key=lambda s: s["start_timestamp"],
     )
     _assert_linked(receiver, rows_spans[0], "rows")  # the fully consumed one
-    _assert_linked(receiver, next(s for s in event["spans"] if s["description"] == "arows"), "arows")
+    _assert_linked(
+        receiver, next(s for s in event["spans"] if s["description"] == "arows"), "arows"
+    )
 
 
 def test_nested_profiling_spans_and_the_reference_snippet(receiver: Receiver) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 import sentry_sdk
@@ -20,7 +20,7 @@ from tests.sentry.judge import check_chunk, check_profile_v1, functions_in, samp
 from tests.sentry.receiver import Receiver, wait_until
 
 # The snippets, verbatim, in the document's order.
-BASIC = '''import sentry_sdk
+BASIC = """import sentry_sdk
 
 def profiles_sampler(sampling_context):
     # Custom sampling logic - return value between 0.0 and 1.0 or a boolean
@@ -42,17 +42,17 @@ sentry_sdk.init(
     
     # OR use dynamic sampling for more control
     profiles_sampler=profiles_sampler
-)'''
+)"""
 
-FUNCTION_LEVEL = '''import sentry_sdk
+FUNCTION_LEVEL = """import sentry_sdk
 
 @sentry_sdk.profile()
 def expensive_operation():
     # This function will be profiled
     results = process_data()
-    return results'''
+    return results"""
 
-CODE_BLOCK = '''def complex_function():
+CODE_BLOCK = """def complex_function():
     # Regular code here
     
     # Start profiling a specific section
@@ -60,9 +60,9 @@ CODE_BLOCK = '''def complex_function():
         process_large_dataset()
     
     # Continue with non-profiled code
-    finalize_results()'''
+    finalize_results()"""
 
-MANUAL = '''import sentry_sdk
+MANUAL = """import sentry_sdk
 
 sentry_sdk.init(
     dsn="YOUR_DSN",  # Use environment variable
@@ -78,9 +78,9 @@ sentry_sdk.profiler.start_profiler()
 # Application code runs here...
 
 # Stop profiler when appropriate
-sentry_sdk.profiler.stop_profiler()'''
+sentry_sdk.profiler.stop_profiler()"""
 
-AUTO_START = '''import sentry_sdk
+AUTO_START = """import sentry_sdk
 
 sentry_sdk.init(
     dsn="YOUR_DSN",  # Use environment variable
@@ -89,7 +89,7 @@ sentry_sdk.init(
     _experiments={
       "continuous_profiling_auto_start": True,
     },
-)'''
+)"""
 
 SNIPPETS = [BASIC, FUNCTION_LEVEL, CODE_BLOCK, MANUAL, AUTO_START]
 
@@ -105,17 +105,17 @@ def _document() -> Path:
 
 def test_the_snippets_are_the_documents() -> None:
     text = _document().read_text()
-    blocks = re.findall(r"```python\n(.*?)\n```", text, re.S)
+    blocks = re.findall(r"```python\n(.*?)\n```", text, re.DOTALL)
     assert blocks == SNIPPETS
 
 
-def run(snippet: str, receiver: Receiver, **scaffolding: Any) -> Dict[str, Any]:
+def run(snippet: str, receiver: Receiver, **scaffolding: Any) -> dict[str, Any]:
     """Runs a snippet: sentry_sdk.init -> sigprof.init, DSN -> the receiver."""
     code = snippet.replace("sentry_sdk.init(", "sigprof.init(").replace(
         '"YOUR_DSN"', repr(receiver.dsn)
     )
-    namespace: Dict[str, Any] = {"sigprof": sigprof, "sentry_sdk": sentry_sdk, **scaffolding}
-    exec(compile(code, "<reference snippet>", "exec"), namespace)
+    namespace: dict[str, Any] = {"sigprof": sigprof, "sentry_sdk": sentry_sdk, **scaffolding}
+    exec(compile(code, "<reference snippet>", "exec"), namespace)  # noqa: S102 - the test is running it
     return namespace
 
 
@@ -142,7 +142,7 @@ def test_basic_setup_profiles_api_endpoints_always_and_the_rest_at_ten_percent(
         handle("/home")
     sentry_sdk.flush()
     receiver.wait_for(lambda r: len(r.payloads("transaction")) == 110)
-    profiled: Dict[str, int] = {}
+    profiled: dict[str, int] = {}
     for envelope in receiver.envelopes:
         if "profile" in envelope.types():
             profile = envelope.payload("profile")
@@ -153,11 +153,11 @@ def test_basic_setup_profiles_api_endpoints_always_and_the_rest_at_ten_percent(
     assert 1 <= profiled.get("/home", 0) <= 30  # 10 % of 100 (binomial: this fails ~1e-5)
 
 
-def _chunks(receiver: Receiver) -> List[Dict[str, Any]]:
+def _chunks(receiver: Receiver) -> list[dict[str, Any]]:
     return receiver.payloads("profile_chunk")
 
 
-def _linked_functions(receiver: Receiver, span: Dict[str, Any]) -> set:
+def _linked_functions(receiver: Receiver, span: dict[str, Any]) -> set:
     names = set()
     for chunk in _chunks(receiver):
         check_chunk(chunk)
@@ -275,4 +275,3 @@ def test_automatic_start_with_transactions(
         assert chunk["profiler_id"] == profiler_id
     thread_id = receiver.payloads("transaction")[0]["contexts"]["trace"]["data"]["thread.id"]
     assert "busy" in functions_in(_chunks(receiver)[0]["profile"], thread_id)
-

@@ -40,9 +40,11 @@ def test_sampled_transaction_carries_a_linked_native_profile(receiver: Receiver)
     check_profile_v1(profile)
     normalize_transaction(event)
     linked = profile["transactions"][0]
-    assert linked["id"] == event["event_id"] == transaction.event_id if hasattr(
-        transaction, "event_id"
-    ) else linked["id"] == event["event_id"]
+    assert (
+        linked["id"] == event["event_id"] == transaction.event_id
+        if hasattr(transaction, "event_id")
+        else linked["id"] == event["event_id"]
+    )
     assert linked["trace_id"] == event["contexts"]["trace"]["trace_id"]
     assert linked["active_thread_id"] == str(threading.get_ident())
     names = functions_in(profile["profile"], linked["active_thread_id"])
@@ -98,7 +100,9 @@ def test_lost_event_outcomes(receiver: Receiver) -> None:
     assert recorded == [("insufficient_data", "profile"), ("sample_rate", "profile")]
 
 
-def test_thirty_second_cap_stops_the_profile(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thirty_second_cap_stops_the_profile(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sigprof import transaction_profiles
 
     # The cap is sentry-sdk's 30 s; shrink it so the test runs in a second.
