@@ -15,6 +15,8 @@
 #include "ring_buffer.h"
 #include "thread_registry.h"
 
+#define SP_NAME_ATTEMPTS 50 /* scans to try finding a new thread's name */
+
 typedef struct {
     sp_config config;
     _Atomic int running;
@@ -59,8 +61,10 @@ static void capture_current_thread(uint64_t cookie)
     }
     uint32_t index = sp_cookie_slot(cookie);
     sp_thread_slot *slot = index < S.registry.capacity ? &S.registry.slots[index] : NULL;
+    /* Only ever walk the interrupted thread's own stack. */
     if (slot == NULL || atomic_load_explicit(&slot->state, memory_order_acquire) != SP_SLOT_ALIVE ||
-        atomic_load(&slot->generation) != sp_cookie_generation(cookie)) {
+        atomic_load(&slot->generation) != sp_cookie_generation(cookie) ||
+        slot->tid != sp_current_tid()) {
         atomic_fetch_add(&S.stale_signals, 1);
         atomic_fetch_sub(&S.handlers_active, 1);
         return;
@@ -216,12 +220,55 @@ static uint64_t next_random(void)
 
 static void on_register(sp_thread_slot *slot, uint32_t index)
 {
+    slot->name_attempts = SP_NAME_ATTEMPTS;
     if (S.config.clock == SP_CLOCK_CPU) {
         /* A random first expiry spreads threads over the interval. */
         int64_t first = 1 + (int64_t)(next_random() % (uint64_t)S.config.interval_ns);
         sp_thread_timer_start(&slot->timer, slot->tid, first, S.config.interval_ns,
                               sp_cookie_make(index, atomic_load(&slot->generation)));
     }
+}
+
+/* threading.Thread registers itself in threading._active a moment after its
+ * thread state exists: look the name up at registration, and again at the
+ * next scans until found. */
+static int record_thread_name(uint64_t ident)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(ident);
+    if (key == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int found = 0;
+    PyObject *thread = PyDict_GetItemWithError(S.config.threading_active, key);
+    if (thread != NULL) {
+        PyObject *name = PyObject_GetAttrString(thread, "name");
+        if (name != NULL) {
+            found = PyDict_SetItem(S.config.thread_names, key, name) == 0;
+            Py_DECREF(name);
+        }
+    }
+    PyErr_Clear();
+    Py_DECREF(key);
+    return found;
+}
+
+static int name_unnamed_threads(void)
+{
+    int pending = 0;
+    uint32_t high_water = atomic_load(&S.registry.high_water);
+    for (uint32_t index = 0; index < high_water; index++) {
+        sp_thread_slot *slot = &S.registry.slots[index];
+        if (slot->name_attempts <= 0 || atomic_load(&slot->state) != SP_SLOT_ALIVE) {
+            continue;
+        }
+        if (record_thread_name(slot->ident)) {
+            slot->name_attempts = 0;
+        } else {
+            pending |= --slot->name_attempts > 0;
+        }
+    }
+    return pending;
 }
 
 static void scan_threads(void)
@@ -232,7 +279,8 @@ static void scan_threads(void)
         PyErr_WriteUnraisable(NULL);
     }
     S.seen_thread_serial = serial;
-    atomic_store(&S.scan_again, result != 0);
+    int unnamed = name_unnamed_threads();
+    atomic_store(&S.scan_again, result != 0 || unnamed);
 }
 
 static void capture_blocked_threads(void)
@@ -390,6 +438,8 @@ static void release_run_resources(void)
     sp_ring_destroy(&S.ring);
     sp_registry_destroy(&S.registry);
     sp_resolver_destroy(&S.resolver);
+    Py_CLEAR(S.config.threading_active);
+    Py_CLEAR(S.config.thread_names);
     S.has_run = 0;
 }
 
@@ -436,6 +486,8 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
         snprintf(error, error_len, "out of memory for the sample buffer");
         return -1;
     }
+    Py_INCREF(S.config.threading_active);
+    Py_INCREF(S.config.thread_names);
     S.has_run = 1;
     S.interp = PyThreadState_Get()->interp;
     S.base_ns = sp_monotonic_ns();

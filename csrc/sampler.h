@@ -16,6 +16,8 @@
 
 #include "intern.h"
 
+typedef struct _object PyObject;
+
 typedef enum { SP_CLOCK_WALL = 0, SP_CLOCK_CPU = 1 } sp_clock;
 
 #define SP_MIN_INTERVAL_NS 2000000LL /* 2 ms: faster livelocks some event loops */
@@ -27,6 +29,11 @@ typedef struct {
     uint32_t max_threads;
     uint64_t ring_capacity; /* 0: sized from max_depth */
     int chain;              /* forward foreign SIGPROF to an existing handler */
+    /* threading._active, and the dict where thread names are recorded (by
+     * thread ident) as threads register: short-lived threads are gone by the
+     * time anyone drains. Borrowed; the sampler keeps references. */
+    PyObject *threading_active;
+    PyObject *thread_names;
 } sp_config;
 
 typedef struct {

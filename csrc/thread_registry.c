@@ -148,6 +148,25 @@ static sp_sentinel *sentinel_for(PyThreadState *tstate, int *error)
     return sentinel;
 }
 
+/* Up to 3.11, _thread.start_new_thread creates the new thread's state in the
+ * parent, carrying the PARENT's thread ids until the child overwrites them.
+ * Such a state has an older twin (the parent's own) further down the list,
+ * which is ordered newest first. */
+static int carries_parent_ids(PyThreadState *tstate)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    for (PyThreadState *older = PyThreadState_Next(tstate); older != NULL;
+         older = PyThreadState_Next(older)) {
+        if (older->thread_id == tstate->thread_id) {
+            return 1;
+        }
+    }
+#else
+    (void)tstate; /* 3.12+ binds a thread state in its own thread */
+#endif
+    return 0;
+}
+
 int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _ts *skip,
                      sp_on_register on_register)
 {
@@ -157,7 +176,7 @@ int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _t
         if (tstate == skip) {
             continue;
         }
-        if (tstate->thread_id == 0 || native_tid(tstate) == 0) {
+        if (tstate->thread_id == 0 || carries_parent_ids(tstate) || native_tid(tstate) == 0) {
             unbound = 1;
             continue;
         }

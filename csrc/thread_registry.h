@@ -41,6 +41,7 @@ typedef struct {
     sp_thread_timer timer;
     void *altstack;   /* owned by the thread's sentinel */
     int altstack_checked; /* written by the thread's own signal handler only */
+    int name_attempts;    /* collector-private: tries left to find the thread's name */
     _Atomic int idle_state;
     /* ticker-private */
     int64_t last_cpu_ns;

@@ -59,7 +59,7 @@ def supported():
 
 
 def start(int64_t interval_ns, str clock, unsigned int max_depth, unsigned int max_threads,
-          uint64_t ring_capacity, bint chain):
+          uint64_t ring_capacity, bint chain, dict threading_active, dict thread_names):
     global frames_reported, stacks_reported
     cdef sp_config config
     cdef char error[1024]
@@ -69,6 +69,8 @@ def start(int64_t interval_ns, str clock, unsigned int max_depth, unsigned int m
     config.max_threads = max_threads
     config.ring_capacity = ring_capacity
     config.chain = chain
+    config.threading_active = <void *>threading_active
+    config.thread_names = <void *>thread_names
     error[0] = 0
     if sp_sampler_start(&config, error, sizeof(error)) != 0:
         raise RuntimeError(error.decode("utf-8", "replace"))

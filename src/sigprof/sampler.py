@@ -162,6 +162,8 @@ class Sampler:
                     self.max_threads,
                     0,
                     self.chain,
+                    threading._active,  # type: ignore[attr-defined]
+                    self._thread_names,
                 )
             except RuntimeError as error:
                 raise SamplerError(str(error)) from None

@@ -17,6 +17,8 @@ cdef extern from "sampler.h" nogil:
         uint32_t max_threads
         uint64_t ring_capacity
         int chain
+        void *threading_active
+        void *thread_names
 
     ctypedef struct sp_counters:
         uint64_t dropped

@@ -1,0 +1,71 @@
+import threading
+
+from tests.core.workloads import recurse, spin
+
+
+def test_deep_recursion_keeps_leaf_side_and_flags_truncation(sampler_factory):
+    sampler = sampler_factory(frequency=200, clock="cpu", max_stack_depth=128)
+    result = []
+    # Run in a thread with a big enough recursion budget for 1000 frames.
+    def deep():
+        result.append(recurse(1000, 0.3))
+    import sys
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        with sampler:
+            thread = threading.Thread(target=deep)
+            thread.start()
+            thread.join()
+    finally:
+        sys.setrecursionlimit(limit)
+    deep_samples = [s for s in sampler.samples() if s.thread_id == thread.ident and s.frames]
+    assert len(deep_samples) >= 20
+    for sample in deep_samples:
+        assert len(sample.frames) == 129
+        assert sample.frames[0].function == "spin"
+        assert all(f.function == "recurse" for f in sample.frames[1:128])
+        assert sample.frames[-1].function == "<truncated>"
+    assert sampler.stats()["truncated"] >= len(deep_samples)
+
+
+def test_shallow_stacks_are_not_flagged(sampler_factory):
+    sampler = sampler_factory(frequency=200, clock="cpu", max_stack_depth=128)
+    with sampler:
+        recurse(50, 0.2)
+    samples = [s for s in sampler.samples() if s.frames and s.frames[0].function == "spin"]
+    assert samples
+    assert all(s.frames[-1].function != "<truncated>" for s in samples)
+    assert sampler.stats()["truncated"] == 0
+
+
+def test_threads_started_and_ended_while_sampling(sampler_factory):
+    sampler = sampler_factory(frequency=200, clock="wall")
+    seen_names = set()
+    with sampler:
+        for batch in range(10):
+            threads = [threading.Thread(target=spin, args=(0.05,), name=f"worker-{batch}-{i}")
+                       for i in range(5)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            # Thread idents are reused by later threads: read between batches.
+            seen_names |= {s.thread_name for s in sampler.samples()
+                           if s.frames and s.frames[0].function == "spin"}
+    # Threads of 50 ms CPU at 200 Hz: nearly all get sampled (a thread can be
+    # missed when it finishes before the first scan after it starts).
+    assert len(seen_names) >= 40, sorted(seen_names)
+    assert sampler.stats()["untracked_threads"] == 0
+
+
+def test_many_short_threads_reuse_registry_slots(sampler_factory):
+    sampler = sampler_factory(frequency=500, clock="cpu", max_threads=16)
+    with sampler:
+        for _ in range(300):
+            thread = threading.Thread(target=spin, args=(0.002,))
+            thread.start()
+            thread.join()
+        spin(0.1)
+    assert any(s.frames for s in sampler.samples())
+    assert sampler.stats()["untracked_threads"] == 0

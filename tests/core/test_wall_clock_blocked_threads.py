@@ -1,0 +1,79 @@
+"""Wall clock: blocked threads are reported at their blocking call on every
+tick and are never signalled while blocked."""
+
+import socket
+import threading
+import time
+
+from tests.core.workloads import spin
+
+
+def test_blocked_threads_repeat_without_signals(sampler_factory):
+    server, client = socket.socketpair()
+    ready = threading.Barrier(3)
+    release = threading.Event()
+
+    def sleeper():
+        ready.wait()
+        time.sleep(4)  # blocking line: sleep; outlives the sampling
+
+    def receiver():
+        ready.wait()
+        client.recv(1)  # blocking line: recv
+
+    threads = [threading.Thread(target=sleeper, name="sleeper", daemon=True),
+               threading.Thread(target=receiver, name="receiver")]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    time.sleep(0.1)  # both are inside their blocking calls now
+    sampler = sampler_factory(frequency=101, clock="wall")
+    with sampler:
+        spin(1.0)
+        stats = sampler.stats()
+    server.send(b"x")
+    release.set()
+    threads[1].join()
+    server.close()
+    client.close()
+
+    samples = sampler.samples()
+    ticks = stats["ticks"]
+    assert ticks >= 50
+    by_thread = {}
+    for sample in samples:
+        by_thread.setdefault(sample.thread_name, []).append(sample)
+    for name, function, line_text in (("sleeper", "sleeper", "time.sleep"),
+                                      ("receiver", "receiver", "client.recv")):
+        got = by_thread[name]
+        # one sample per tick, give or take the first and the last
+        assert len(got) >= ticks - 2, (name, len(got), ticks)
+        for sample in got:
+            assert sample.frames[0].function.endswith(f"<locals>.{function}")
+        ident = threads[0 if name == "sleeper" else 1].ident
+        assert stats["signals"].get(ident, 0) == 0, (name, stats["signals"])
+    main = by_thread["MainThread"]
+    assert len(main) >= ticks * 0.9
+    assert stats["signals"][threading.main_thread().ident] >= ticks * 0.9
+
+
+def test_thread_that_wakes_up_is_sampled_again(sampler_factory):
+    phase = threading.Event()
+
+    def sleeper_then_worker():
+        phase.wait()
+        spin(0.5)
+
+    thread = threading.Thread(target=sleeper_then_worker)
+    thread.start()
+    sampler = sampler_factory(frequency=101, clock="wall")
+    with sampler:
+        time.sleep(0.3)
+        phase.set()
+        thread.join()
+    functions = [s.frames[0].function for s in sampler.samples() if s.thread_id == thread.ident]
+    assert "spin" in functions
+    assert "Condition.wait" in functions
+    # blocked first, then running: never back to the blocked stack after running
+    first_spin = functions.index("spin")
+    assert "Condition.wait" not in functions[first_spin:]

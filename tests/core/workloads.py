@@ -1,0 +1,26 @@
+"""Workloads whose ground truth is known: they spin on the CPU for measured
+amounts of thread CPU time, on a single known line."""
+
+import time
+
+
+def spin(seconds: float) -> float:
+    """Burns `seconds` of this thread's CPU time; returns what it burned."""
+    start = time.thread_time()
+    end = start + seconds
+    while time.thread_time() < end: pass  # noqa: E701 - the spin line
+    return time.thread_time() - start
+
+
+SPIN_LINE = spin.__code__.co_firstlineno + 4
+
+
+def spin_wall(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end: pass  # noqa: E701
+
+
+def recurse(depth: int, seconds: float) -> float:
+    if depth <= 1:
+        return spin(seconds)
+    return recurse(depth - 1, seconds)
