@@ -58,6 +58,34 @@ def test_single_offline_file(profile: Profile) -> None:
     assert data["intervalNs"] == 10_000_000
 
 
+def test_call_trie_rebuilds_every_stack(profile: Profile) -> None:
+    data = html.page_data(profile)
+    nodes = data["nodes"]
+    # <module> roots three distinct stacks but is one trie node
+    roots = [nodes[i + 1] for i in range(0, len(nodes), 2) if nodes[i] == -1]
+    assert len(roots) == 2  # <module> and Condition.wait
+
+    def path(node: int) -> list:
+        names = []
+        while node >= 0:
+            function_id, line = data["frames"][nodes[2 * node + 1]]
+            names.append((data["functions"][function_id][0], line))
+            node = nodes[2 * node]
+        return names  # leaf first
+
+    rebuilt = {}
+    for thread in data["threads"]:
+        for node, weight in thread["samples"]:
+            key = (thread["name"], tuple(path(node)))
+            rebuilt[key] = rebuilt.get(key, 0) + weight
+    expected = {}
+    for thread in profile.threads.values():
+        for _, stack_id, weight in thread.samples:
+            frames = tuple((f.function, f.lineno) for f in profile.stack_frames(stack_id))
+            expected[(thread.name, frames)] = expected.get((thread.name, frames), 0) + weight
+    assert rebuilt == expected
+
+
 def test_script_tags_in_names_cannot_break_out(profile: Profile) -> None:
     profile.add_sample(1001, [Frame("</script><b>x</b>", "/a.py", None, 1)])
     page = html.render(profile).decode()

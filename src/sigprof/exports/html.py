@@ -35,11 +35,12 @@ def page_data(profile: Profile) -> dict[str, Any]:
                 kind,
             ])
         frames.append([function_ids[key], frame.lineno])
+    nodes, stack_nodes = _call_trie(profile)
     threads = []
     for thread in sorted(profile.threads.values(), key=lambda t: (t.name != "MainThread", t.name)):
         weights: dict[int, float] = defaultdict(float)
         for _, stack_id, weight in thread.samples:
-            weights[stack_id] += weight
+            weights[stack_nodes[stack_id]] += weight
         threads.append({
             "id": str(thread.thread_id),
             "name": thread.name,
@@ -56,10 +57,30 @@ def page_data(profile: Profile) -> dict[str, Any]:
         "range": [start_ns, end_ns],
         "functions": functions,
         "frames": frames,
-        "stacks": [list(reversed(stack)) for stack in profile.stacks],  # root first
+        "nodes": nodes,
         "threads": threads,
         "stats": profile.stats,
     }
+
+
+def _call_trie(profile: Profile) -> tuple[list[int], list[int]]:
+    """Stacks as a trie, flattened to [parent, frame, parent, frame, ...]
+    (parent -1: a root frame), and each stack's node (-1: an empty stack).
+    Deep stacks share their root side, so this is far smaller than lists."""
+    nodes: list[int] = []
+    index: dict[tuple[int, int], int] = {}
+    stack_nodes: list[int] = []
+    for stack in profile.stacks:
+        parent = -1
+        for frame_id in reversed(stack):  # root first
+            key = (parent, frame_id)
+            node = index.get(key)
+            if node is None:
+                node = index[key] = len(nodes) // 2
+                nodes += key
+            parent = node
+        stack_nodes.append(parent)
+    return nodes, stack_nodes
 
 
 def _script_safe(text: str) -> str:

@@ -24,21 +24,31 @@
     return found < 0 ? [] : [found];
   }
 
+  // D.nodes is the call trie flattened: node n has parent D.nodes[2n] (-1 at
+  // the root) and frame D.nodes[2n+1]; a sample names its leaf node. Several
+  // trie nodes (one per line) map onto one tree node (one per function).
   function buildTree() {
-    var top = new Node(-1, null);
+    var top = new Node(-1, null), memo = new Map();
+    function treeNode(n) {
+      if (n < 0) return top;
+      var found = memo.get(n);
+      if (found) return found;
+      var parent = treeNode(D.nodes[2 * n]), fn = D.frames[D.nodes[2 * n + 1]][0];
+      var child = parent.children.get(fn);
+      if (!child) { child = new Node(fn, parent); parent.children.set(fn, child); }
+      memo.set(n, child);
+      return child;
+    }
     selectedThreads().forEach(function (ti) {
       D.threads[ti].samples.forEach(function (sample) {
-        var stack = D.stacks[sample[0]], w = sample[1], node = top;
-        node.total += w;
-        for (var i = 0; i < stack.length; i++) {
-          var frame = D.frames[stack[i]], fn = frame[0];
-          var child = node.children.get(fn);
-          if (!child) { child = new Node(fn, node); node.children.set(fn, child); }
-          child.total += w;
-          child.lines.set(frame[1], (child.lines.get(frame[1]) || 0) + w);
-          node = child;
+        var w = sample[1];
+        top.total += w;
+        treeNode(sample[0]).self += w;
+        for (var n = sample[0]; n >= 0; n = D.nodes[2 * n]) {
+          var node = treeNode(n), line = D.frames[D.nodes[2 * n + 1]][1];
+          node.total += w;
+          node.lines.set(line, (node.lines.get(line) || 0) + w);
         }
-        node.self += w;
       });
     });
     return top;
@@ -209,15 +219,15 @@
     var self = new Map(), total = new Map(), whole = 0;
     selectedThreads().forEach(function (ti) {
       D.threads[ti].samples.forEach(function (sample) {
-        var stack = D.stacks[sample[0]], w = sample[1], seen = new Set();
+        var n = sample[0], w = sample[1], seen = new Set();
         whole += w;
-        if (!stack.length) return;
-        var leaf = D.frames[stack[stack.length - 1]][0];
+        if (n < 0) return;
+        var leaf = D.frames[D.nodes[2 * n + 1]][0];
         self.set(leaf, (self.get(leaf) || 0) + w);
-        stack.forEach(function (fi) {
-          var fn = D.frames[fi][0];
+        for (; n >= 0; n = D.nodes[2 * n]) {
+          var fn = D.frames[D.nodes[2 * n + 1]][0];
           if (!seen.has(fn)) { seen.add(fn); total.set(fn, (total.get(fn) || 0) + w); }
-        });
+        }
       });
     });
     var rows = Array.from(total.keys()).sort(function (a, b) {
