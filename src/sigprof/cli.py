@@ -245,10 +245,13 @@ def _cmd_run(argv: Sequence[str]) -> int:
         recorder.start()
     except (sigprof.SamplerError, sigprof.NativeUnavailable) as error:
         raise CliError(f"cannot start sampling: {error}", EXIT_NATIVE) from None
-    try:
-        code = runner.run(target)
-    finally:
-        profile = recorder.stop()
+    launcher_pid = os.getpid()
+    code = runner.run(target)
+    if os.getpid() != launcher_pid:
+        # a child the program forked is leaving through our code: it exits as
+        # it would have; the profile is the parent's to write, not this copy's
+        return code
+    profile = recorder.stop()
     if recorder.duration_reached and code == 130:
         code = 0  # our own interrupt, not the program failing
     if patterns:

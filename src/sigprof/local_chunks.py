@@ -80,14 +80,18 @@ class LocalChunkWriter:
         self._owns_sampler = False
         self._excluded: set[int] = set()
         self._sequence = 0
+        self._pid = os.getpid()
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        if self._pid != os.getpid():
+            self._forget_parent()
         if self.running:
             return
+        self._pid = os.getpid()
         if not self.sampler.running:
             self.sampler.start()
             self._owns_sampler = True
@@ -102,6 +106,10 @@ class LocalChunkWriter:
         """Stops the flusher (and the sampler if start() started it) and
         writes what is left as a last chunk."""
         atexit.unregister(self.stop)
+        if self._pid != os.getpid():
+            # a forked child: the thread and the samples are the parent's
+            self._forget_parent()
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
@@ -110,6 +118,12 @@ class LocalChunkWriter:
             self.sampler.stop()
             self._owns_sampler = False
         self.flush()
+
+    def _forget_parent(self) -> None:
+        self._thread = None
+        self._owns_sampler = False
+        self._excluded = set()
+        self._pid = os.getpid()
 
     def flush(self) -> list[str]:
         """Writes everything sampled since the last flush; returns the

@@ -141,3 +141,22 @@ def test_threads_of_writer_are_daemons(tmp_path: Path) -> None:
     assert not writer.running
     # no thread until start(): constructing one has no side effects beyond the directory
     assert not any(t.name == "sigprof-chunk-writer" for t in threading.enumerate())
+
+
+@needs_native
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_child_writes_nothing_of_the_parents(tmp_path: Path) -> None:
+    sampler = sigprof.Sampler(frequency=200)
+    sampler.start()
+    writer = LocalChunkWriter(sampler, str(tmp_path), interval_s=60)
+    writer.start()
+    _work(0.3)
+    sampler.stop()  # its last samples wait in the sampler, undrained, as the fork copies it
+    pid = os.fork()
+    if pid == 0:  # the child leaves at once; its atexit would run writer.stop()
+        writer.stop()
+        os._exit(len(os.listdir(tmp_path)))
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0  # the child wrote no chunk
+    writer.stop()
+    assert len(os.listdir(tmp_path)) == 1

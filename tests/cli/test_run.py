@@ -263,3 +263,22 @@ threading.Thread(target=hot_function, args=(0.8,), name="late-worker").start()
     lines = (tmp_path / "l.txt").read_text().splitlines()
     hot = sum(int(line.rsplit(" ", 1)[1]) for line in lines if "hot_function" in line)
     assert hot > 20  # ~80 at 101 Hz; the main module itself ends at once
+
+
+@needs_native
+def test_forked_child_does_not_write_the_profile(tmp_path: Path) -> None:
+    write_script(tmp_path / "forks.py", SPIN + """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    print("child done", flush=True)
+    sys.exit(5)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.WEXITSTATUS(status))
+hot_function(0.3)
+""")
+    result = sigprof_cli("run", "--format", "collapsed", "-o", "f.txt", "forks.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "child done" in result.stdout and "child exit 5" in result.stdout
+    assert result.stderr.count("sigprof: wrote") == 1
+    assert "hot_function" in (tmp_path / "f.txt").read_text()
