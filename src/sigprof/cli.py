@@ -203,6 +203,13 @@ def _native_unavailable_message(reason: str) -> str:
     )
 
 
+def _default_output(target: Target, fmt: str) -> str:
+    """sigprof-NAME-YYYYmmdd-HHMMSS.EXT in the current directory."""
+    name = target.display_name.removesuffix(".py")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"sigprof-{name}-{stamp}{EXTENSIONS[fmt]}"
+
+
 # ---- commands ----
 
 
@@ -220,8 +227,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     if reason is not None:
         raise CliError(_native_unavailable_message(reason), EXIT_NATIVE)
 
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    output = options.output or f"sigprof-{target.display_name.replace('.py', '')}-{stamp}{EXTENSIONS[options.format]}"
+    output = options.output or _default_output(target, options.format)
     _check_writable(output)
     patterns = [p.strip() for p in (options.threads or "").split(",") if p.strip()]
 
@@ -236,9 +242,10 @@ def _cmd_run(argv: Sequence[str]) -> int:
             signal.pthread_kill(main_thread, signal.SIGINT)
 
     progress = sys.stderr if sys.stderr.isatty() else None
+    command = f"-m {target.module}" if target.module else (target.script or "")
     recorder = Recorder(
         Sampler(frequency=options.frequency, clock=options.clock),
-        name=" ".join([target.module and f"-m {target.module}" or target.script or "", *program_args]),
+        name=" ".join([command, *program_args]),
         progress=progress, duration_s=options.duration, on_duration=interrupt_program,
     )
     try:
