@@ -17,8 +17,12 @@ How ``sigprof.init()`` (no DSN) should use it::
 Each file is a complete chunk that Sentry would accept (so it could be sent
 later), written atomically: a temporary dot-file renamed into place, so a
 reader never sees half a file. File names sort by time:
-``sigprof-chunk-20261125T084000Z-<pid>-<seq>.json``. After ``os.fork()``
-the child has no flusher thread: call ``start()`` again there.
+``sigprof-chunk-20261125T084000Z-<pid>-<seq>.json``.
+
+The writer must be the only reader of its sampler (it calls
+``drain(reset_interning=True)``, so each chunk carries every frame it uses).
+After ``os.fork()`` the child has no flusher thread and writes nothing of
+the parent's: call ``start()`` again there to profile the child.
 """
 
 from __future__ import annotations
