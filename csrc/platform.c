@@ -112,6 +112,22 @@ int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int ch
     return 0;
 }
 
+static struct sigaction installed_action;
+
+void sp_signal_ignore_for_exec(void)
+{
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPROF, &ignore, &installed_action);
+}
+
+void sp_signal_restore_after_exec_failure(void)
+{
+    sigaction(SIGPROF, &installed_action, NULL);
+}
+
 int sp_itimer_prof_armed(void)
 {
     struct itimerval value;
@@ -284,6 +300,8 @@ int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int ch
     (void)chain;
     return sp_platform_supported(error, error_len) ? 0 : -1;
 }
+void sp_signal_ignore_for_exec(void) {}
+void sp_signal_restore_after_exec_failure(void) {}
 int sp_itimer_prof_armed(void) { return 0; }
 int64_t sp_monotonic_ns(void)
 {

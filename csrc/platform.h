@@ -24,6 +24,12 @@ int sp_platform_supported(char *why, size_t why_len);
  * unless chain is set: then signals that are not ours go to it. */
 int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int chain,
                       char *error, size_t error_len);
+/* Around execve: a SIGPROF still pending when the new program starts would
+ * kill it (its disposition is back to the default). Ignoring SIGPROF discards
+ * pending ones, and the new program inherits "ignored". If exec fails, the
+ * handler goes back. */
+void sp_signal_ignore_for_exec(void);
+void sp_signal_restore_after_exec_failure(void);
 /* Whether an ITIMER_PROF interval timer is armed (someone else is sampling). */
 int sp_itimer_prof_armed(void);
 

@@ -93,15 +93,12 @@ void sp_registry_destroy(sp_thread_registry *registry)
     memset(registry, 0, sizeof(*registry));
 }
 
+/* The kernel thread id, from the pthread (alive while its thread state is
+ * listed and we hold the GIL). Not tstate->native_thread_id: 3.9/3.10 lack
+ * it, and a forked child's thread state keeps the parent's value. */
 static pid_t native_tid(PyThreadState *tstate)
 {
-#if PY_VERSION_HEX >= 0x030B0000
-    return (pid_t)tstate->native_thread_id;
-#else
-    /* No native id in 3.9/3.10 thread states; the pthread is alive while its
-     * thread state is listed and we hold the GIL. */
     return sp_tid_of_pthread(tstate->thread_id);
-#endif
 }
 
 static int find_free_slot(sp_thread_registry *registry, uint32_t *index)
@@ -197,6 +194,7 @@ int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _t
         uint32_t generation = (atomic_load(&slot->generation) + 1) & 0xFFFFFF;
         slot->tstate = tstate;
         slot->ident = tstate->thread_id;
+        sentinel->tid = native_tid(tstate);
         slot->tid = sentinel->tid;
         slot->altstack = sentinel->altstack;
         slot->altstack_checked = 0;

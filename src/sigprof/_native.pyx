@@ -36,6 +36,10 @@ from sigprof._csrc.sampler cimport (
     sp_sampler_stop,
     sp_sampler_supported,
 )
+from sigprof._csrc.platform cimport (
+    sp_signal_ignore_for_exec,
+    sp_signal_restore_after_exec_failure,
+)
 from sigprof._csrc.thread_registry cimport sp_registry_ready_types
 
 sp_registry_ready_types()
@@ -173,3 +177,12 @@ def counters():
                 signals[ident] = count
             bucket += 1
     return result
+
+
+def ignore_sigprof_for_exec():
+    """Right before execve: drop pending SIGPROF, which would kill the new program."""
+    sp_signal_ignore_for_exec()
+
+
+def restore_sigprof_after_failed_exec():
+    sp_signal_restore_after_exec_failure()

@@ -14,13 +14,14 @@ Use one or the other on a sampler, not both.
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import os
 import sys
 import sysconfig
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from sigprof.naming import ModuleIndex, QualnameIndex
 
@@ -167,6 +168,7 @@ class Sampler:
                 )
             except RuntimeError as error:
                 raise SamplerError(str(error)) from None
+            _install_exec_guard()
             self._pid = os.getpid()
             self._frames, self._stacks, self._batches = [], [], []
             _running = self
@@ -274,6 +276,30 @@ def _merge(batches: List[Batch]) -> Batch:
         stacks.extend(batch.stacks)
         samples.extend(batch.samples)
     return Batch(batches[0].first_frame_id, frames, batches[0].first_stack_id, stacks, samples)
+
+
+def _guard_exec(exec_function: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps os.execv / os.execve (the os.exec* family goes through them): a
+    SIGPROF pending when execve replaces the program would kill the new one."""
+    from sigprof import _native
+
+    @functools.wraps(exec_function)
+    def exec_without_pending_sigprof(*args: Any, **kwargs: Any) -> Any:
+        _native.ignore_sigprof_for_exec()
+        try:
+            return exec_function(*args, **kwargs)
+        finally:  # only reached when exec failed
+            _native.restore_sigprof_after_failed_exec()
+
+    exec_without_pending_sigprof.__sigprof_guarded__ = True  # type: ignore[attr-defined]
+    return exec_without_pending_sigprof
+
+
+def _install_exec_guard() -> None:
+    for name in ("execv", "execve"):
+        function = getattr(os, name)
+        if not getattr(function, "__sigprof_guarded__", False):
+            setattr(os, name, _guard_exec(function))
 
 
 def _stop_at_exit() -> None:

@@ -1,0 +1,3 @@
+cdef extern from "platform.h" nogil:
+    void sp_signal_ignore_for_exec()
+    void sp_signal_restore_after_exec_failure()

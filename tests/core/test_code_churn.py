@@ -1,0 +1,51 @@
+"""Functions created with exec and dropped at a high rate while sampling at
+the highest frequency: no crash, and no frame ever named after another
+function that happened to reuse a freed code object's address."""
+
+import gc
+import time
+
+import pytest
+
+from sigprof.sampler import MAX_FREQUENCY
+
+
+def make_function(i: int):
+    source = (
+        f"def churn_{i}(seconds):\n"
+        f"    import time\n"
+        f"    end = time.thread_time() + seconds\n"
+        f"    while time.thread_time() < end: pass\n"
+    )
+    namespace: dict = {}
+    exec(compile(source, f"<churn-{i}>", "exec"), namespace)
+    return namespace[f"churn_{i}"]
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_exec_churn_never_misnames(sampler_factory, clock):
+    sampler = sampler_factory(frequency=MAX_FREQUENCY, clock=clock)
+    checked = 0
+    with sampler:
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < deadline:
+            function = make_function(i)
+            function(0.001)
+            del function
+            if i % 50 == 0:
+                gc.collect()
+                for sample in sampler.samples():
+                    for frame in sample.frames:
+                        if frame.filename.startswith("<churn-"):
+                            number = frame.filename[len("<churn-"):-1]
+                            assert frame.function == f"churn_{number}", frame
+                            checked += 1
+            i += 1
+    for sample in sampler.samples():
+        for frame in sample.frames:
+            if frame.filename.startswith("<churn-"):
+                assert frame.function == f"churn_{frame.filename[7:-1]}", frame
+                checked += 1
+    assert i > 500
+    assert checked > 50

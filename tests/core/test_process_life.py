@@ -1,0 +1,140 @@
+"""fork, multiprocessing, subprocess and exec while sampling; exit while sampling."""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sigprof.sampler import MAX_FREQUENCY
+from tests.core.workloads import spin
+
+
+def child_burn(_):
+    spin(0.05)
+    return os.getpid()
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_fork_child_not_sampled_until_started_again(sampler_factory, clock):
+    sampler = sampler_factory(frequency=200, clock=clock)
+    read_end, write_end = os.pipe()
+    with sampler:
+        spin(0.1)
+        pid = os.fork()
+        if pid == 0:  # child
+            status = 1
+            try:
+                import sigprof
+
+                assert not sampler.running
+                spin(0.1)
+                child = sigprof.Sampler(frequency=200, clock=clock)
+                with child:
+                    spin(0.2)
+                got = [s for s in child.samples() if s.frames and s.frames[0].function == "spin"]
+                os.write(write_end, str(len(got)).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        spin(0.2)
+        _, status = os.waitpid(pid, 0)
+    os.close(write_end)
+    child_samples = int(os.read(read_end, 100) or b"0")
+    os.close(read_end)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert child_samples >= 10
+    parent = [s for s in sampler.samples() if s.frames and s.frames[0].function == "spin"]
+    assert len(parent) >= 30
+
+
+def test_multiprocessing_fork_pool_while_sampling(sampler_factory):
+    sampler = sampler_factory(frequency=MAX_FREQUENCY, clock="wall")
+    context = multiprocessing.get_context("fork")
+    with sampler:
+        with context.Pool(2) as pool:
+            pids = pool.map(child_burn, range(16))
+        spin(0.1)
+    assert len(set(pids)) >= 1
+    assert any(s.frames for s in sampler.samples())
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_subprocesses_are_never_killed_by_inherited_timers(sampler_factory, clock):
+    sampler = sampler_factory(frequency=MAX_FREQUENCY, clock=clock)
+    with sampler:
+        for _ in range(20):
+            result = subprocess.run(
+                [sys.executable, "-c", "import time\nt=time.process_time()+0.05\nwhile time.process_time()<t: pass"],
+                check=False,
+            )
+            assert result.returncode == 0
+            spin(0.01)
+
+
+EXEC_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import sigprof
+    sampler = sigprof.Sampler(frequency=500, clock=sys.argv[1])
+    sampler.start()
+    end = time.thread_time() + 0.2
+    while time.thread_time() < end:
+        pass
+    # exec a program that runs long enough to receive a pending signal
+    os.execv(sys.executable, [sys.executable, "-c",
+             "import time\\nt=time.process_time()+0.2\\nwhile time.process_time()<t: pass"])
+    """
+)
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_execv_while_sampling_survives(tmp_path, clock):
+    script = tmp_path / "exec_while_sampling.py"
+    script.write_text(EXEC_SCRIPT)
+    for _ in range(6):
+        result = subprocess.run([sys.executable, str(script), clock], check=False,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr.decode()
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import sigprof
+    mode = sys.argv[1]
+    sampler = sigprof.Sampler(frequency=500, clock="wall")
+    sampler.start()
+    def worker():
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            sum(range(1000))
+    for _ in range(4):
+        threading.Thread(target=worker, daemon=True).start()
+    end = time.thread_time() + 0.2
+    while time.thread_time() < end:
+        pass
+    if mode == "os_exit":
+        os._exit(0)
+    if mode == "sigterm":
+        import signal
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    if mode == "exception":
+        raise SystemExit(0)
+    # "normal": fall off the end while sampling
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["normal", "os_exit", "sigterm", "exception"])
+def test_interpreter_exit_while_sampling(tmp_path, mode):
+    script = tmp_path / "exit_while_sampling.py"
+    script.write_text(EXIT_SCRIPT)
+    for _ in range(2):
+        result = subprocess.run([sys.executable, str(script), mode], check=False,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr.decode()
