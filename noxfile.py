@@ -1,0 +1,49 @@
+"""Test sessions on every supported CPython (the native core differs per
+version). `nox` runs the default sessions; `nox -s tests-3.12` one of them."""
+
+import nox
+
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+TEST_REQUIREMENTS = ["-r", "tests/requirements-sentry.txt", "-r", "tests/requirements-local.txt"]
+OLDEST_SENTRY_SDK = "2.24.1"
+
+nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind"]
+nox.options.reuse_existing_virtualenvs = False
+
+
+def install_sigprof(session: nox.Session) -> None:
+    # Strict warnings for the C core; installed (not editable), so the tests
+    # run against the package as users get it.
+    session.env["SIGPROF_WERROR"] = "1"
+    session.install(".")
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    session.install(*TEST_REQUIREMENTS)
+    install_sigprof(session)
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python="3.12")
+def sentry_oldest(session: nox.Session) -> None:
+    """The Sentry layer against the oldest supported sentry-sdk."""
+    session.install(*TEST_REQUIREMENTS)
+    install_sigprof(session)
+    session.install(f"sentry-sdk=={OLDEST_SENTRY_SDK}")
+    session.run("pytest", "-p", "no:cacheprovider", "tests/sentry", *session.posargs)
+
+
+@nox.session(python="3.12")
+def valgrind(session: nox.Session) -> None:
+    """memcheck over a sampling workload: no invalid access in sigprof."""
+    install_sigprof(session)
+    session.run("python", "tests/valgrind/run_memcheck.py")
+
+
+@nox.session(python="3.12")
+def lint(session: nox.Session) -> None:
+    session.install("ruff", "mypy", "sentry-sdk")
+    install_sigprof(session)
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py", "setup.py")
+    session.run("mypy", "src/sigprof")
