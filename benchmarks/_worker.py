@@ -91,20 +91,6 @@ def soak(seconds: float, threads: int = 4) -> dict[str, Any]:
 # ------------------------------------------------------------------ figures
 
 
-def _share(samples: list[Any], categories: set[str], keep: Callable[[int], bool]) -> dict[str, Any]:
-    total = 0.0
-    hits = {category: 0.0 for category in categories}
-    for thread_id, stack, weight in samples:
-        if not keep(thread_id):
-            continue
-        total += weight
-        names = set(stack)
-        for category in categories:
-            if category in names:
-                hits[category] += weight
-    return {"total": total, "hits": hits}
-
-
 def figures(truth: WorkloadResult, collected: Collected, mode: str, rate: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     samples = collected.samples
@@ -120,46 +106,67 @@ def figures(truth: WorkloadResult, collected: Collected, mode: str, rate: float)
     def in_running(thread_id: int) -> bool:
         return opaque or thread_id in running
 
-    # achieved samples per second per running thread
+    # Everything below counts only samples inside a category function and the
+    # time spent in them, so samples taken outside the measured window (a
+    # profiler started early or stopped late) change nothing.
+    categories: set[str] = set()
+    for t in running.values():
+        categories.update(t.wall if mode == "wall" else t.cpu)
+
+    def category_of(stack: tuple[str, ...]) -> str | None:
+        for name in stack:
+            if name in categories:
+                return name
+        return None
+
+    hits: dict[int, dict[str, float]] = {}
+    for thread_id, stack, weight in samples:
+        if not in_running(thread_id):
+            continue
+        category = category_of(stack)
+        if category is not None:
+            per = hits.setdefault(0 if opaque else thread_id, {})
+            per[category] = per.get(category, 0.0) + weight
+
+    # achieved samples per second per running thread, against its time in categories
     if not collected.weighted:
-        counts: dict[int, float] = {}
-        for thread_id, _, weight in samples:
-            counts[thread_id] = counts.get(thread_id, 0.0) + weight
         basis = {
-            tid: (t.wall_total if mode == "wall" else t.cpu_total) for tid, t in running.items()
+            tid: sum((t.wall if mode == "wall" else t.cpu).values()) for tid, t in running.items()
         }
         if opaque:
             total_basis = sum(basis.values())
-            achieved = [sum(counts.values()) / total_basis] if total_basis > 0 else []
+            got = sum(hits.get(0, {}).values())
+            achieved = [got / total_basis] if total_basis > 0 else []
         else:
-            achieved = [counts.get(tid, 0.0) / b for tid, b in basis.items() if b > 0]
+            achieved = [sum(hits.get(tid, {}).values()) / b for tid, b in basis.items() if b > 0]
         if achieved:
             out["achieved_per_thread"] = sum(achieved) / len(achieved)
             out["achieved_min"] = min(achieved)
             out["achieved_pct"] = 100.0 * out["achieved_per_thread"] / rate
             out["achieved_min_pct"] = 100.0 * out["achieved_min"] / rate
 
-    # attribution against ground truth, on the running threads
-    categories: set[str] = set()
+    # attribution: each category's share of the category samples against its
+    # share of the time, over the running threads
     truth_time: dict[str, float] = {}
-    truth_total = 0.0
     for t in running.values():
-        per = t.wall if mode == "wall" else t.cpu
-        truth_total += t.wall_total if mode == "wall" else t.cpu_total
-        for category, seconds in per.items():
-            categories.add(category)
+        for category, seconds in (t.wall if mode == "wall" else t.cpu).items():
             truth_time[category] = truth_time.get(category, 0.0) + seconds
-    shares = _share(samples, categories, in_running)
-    if shares["total"] > 0 and truth_total > 0:
+    sample_hits: dict[str, float] = {}
+    for per in hits.values():
+        for category, weight in per.items():
+            sample_hits[category] = sample_hits.get(category, 0.0) + weight
+    total_hits, truth_total = sum(sample_hits.values()), sum(truth_time.values())
+    if total_hits > 0 and truth_total > 0:
         detail = {}
         worst = 0.0
         for category in sorted(categories):
-            sample_share = shares["hits"][category] / shares["total"]
-            truth_share = truth_time[category] / truth_total
+            sample_share = sample_hits.get(category, 0.0) / total_hits
+            truth_share = truth_time.get(category, 0.0) / truth_total
             detail[category] = [round(100 * sample_share, 2), round(100 * truth_share, 2)]
             worst = max(worst, abs(sample_share - truth_share))
         out["attribution_error_pp"] = 100 * worst
         out["attribution"] = detail  # category: [sample %, truth %]
+        out["category_samples"] = total_hits
         if truth.gil_categories:
             out["gil_samples_pct"] = sum(detail[c][0] for c in truth.gil_categories if c in detail)
             out["gil_truth_pct"] = sum(detail[c][1] for c in truth.gil_categories if c in detail)

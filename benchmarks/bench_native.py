@@ -287,7 +287,7 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 def run(quick: bool, log: Any) -> dict[str, Any]:
     library = _build_noop()
-    reps = 3 if quick else 7
+    reps = 2 if quick else 7
     iterations = 1_000_000 if quick else 4_000_000
     kinds = ["none", "noop", "sigprof_cpu", "sigprof_wall"]
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -356,7 +356,7 @@ def run(quick: bool, log: Any) -> dict[str, Any]:
             entry["us_median"], entry["us_spread"] = stat["median"], stat["spread"]
         capture[depth] = entry
     log("  drain/resolve")
-    drain = [_child(["drain", "0.5" if quick else "1.0"]) for _ in range(2 if quick else 5)]
+    drain = [_child(["drain", "0.3" if quick else "1.0"]) for _ in range(2 if quick else 5)]
     drain_good = [d for d in drain if "error" not in d]
     summary: dict[str, Any] = {}
     for phase in ("cold", "warm", "samples_api"):

@@ -50,7 +50,7 @@ MAX_RATE = 500  # sigprof's highest; sentry-sdk's frequency constant is raised t
 
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
-        "reps": 2,
+        "reps": 1,
         "scale": 0.15,
         "web_scale": 0.3,
         "cost_reps": 2,
@@ -58,17 +58,19 @@ PROFILES: dict[str, dict[str, Any]] = {
         "cost_blocks": 6,
         "soak_seconds": 8,
         "chunk_seconds": 1,
+        "matrix_budget_s": 100,
         "native": ["--quick"],
     },
     "full": {
         "reps": 5,
-        "scale": 1.5,
-        "web_scale": 1.5,
+        "scale": 1.2,
+        "web_scale": 1.2,
         "cost_reps": 5,
         "cost_scale": 0.6,
         "cost_blocks": 8,
-        "soak_seconds": 120,
+        "soak_seconds": 90,
         "chunk_seconds": 2,
+        "matrix_budget_s": 1200,  # on a slow machine, fewer pairs rather than a longer run
         "native": [],
     },
 }
@@ -181,9 +183,10 @@ def run_pairs(
                     f"  rep {rep + 1}/{reps} {workload:<13} {contender:<13} "
                     + _pair_brief(base, test)
                 )
-            if budget_s is not None and time.perf_counter() - started > budget_s:
-                log("  ! time budget reached; stopping repetitions early")
-                return pairs
+        elapsed = time.perf_counter() - started
+        if budget_s is not None and rep + 1 < reps and elapsed * (rep + 2) / (rep + 1) > budget_s:
+            log(f"  ! time budget ({budget_s:.0f} s) would be exceeded: {rep + 1} pairs per cell")
+            return pairs
     return pairs
 
 
@@ -728,7 +731,16 @@ def main() -> None:
             f"== matrix: {len(workloads)} workloads x {len(contenders)} contenders x "
             f"{profile['reps']} pairs at {RATE} Hz"
         )
-        pairs = run_pairs(runner, workloads, contenders, profile["reps"], RATE, scale_for, log)
+        pairs = run_pairs(
+            runner,
+            workloads,
+            contenders,
+            profile["reps"],
+            RATE,
+            scale_for,
+            log,
+            budget_s=profile["matrix_budget_s"],
+        )
         results["pairs"] = pairs
         results["cells"] = summarise(pairs)
     else:

@@ -95,11 +95,17 @@ def deep_beta(depth: int, units: float) -> int:
     return _descend(depth, _spin, units)
 
 
-def _deep_loop(rec: Recorder, scale: float, depth: int) -> None:
-    # alpha gets 2/3 of the work, beta 1/3, in calls of 2 ms and 1 ms
-    for _ in range(int(scale * 333)):
-        rec.call(deep_alpha, depth, 2.0)
-        rec.call(deep_beta, depth, 1.0)
+def _schedule(scale: float, seed: int = 1) -> list[tuple[bool, float]]:
+    """A fixed, seeded sequence of (alpha?, units): alpha gets about 2/3 of
+    the work, beta 1/3, in calls of 0.3 to 2.7 ms in random order. Random, so
+    that no sampling interval can alias with a period of the workload."""
+    rng = random.Random(seed)
+    return [(rng.random() < 2 / 3, rng.uniform(0.3, 2.7)) for _ in range(int(scale * 667))]
+
+
+def _deep_loop(rec: Recorder, scale: float, depth: int, seed: int = 1) -> None:
+    for alpha, units in _schedule(scale, seed):
+        rec.call(deep_alpha if alpha else deep_beta, depth, units)
 
 
 def cpu_deep(scale: float) -> WorkloadResult:
@@ -136,9 +142,8 @@ def cpu_shallow(scale: float) -> WorkloadResult:
     """Many small calls, about 5 frames deep."""
     result = WorkloadResult()
     rec = Recorder(result, "MainThread", running=True)
-    for _ in range(int(scale * 333)):
-        rec.call(shallow_alpha, 2.0)
-        rec.call(shallow_beta, 1.0)
+    for alpha, units in _schedule(scale):
+        rec.call(shallow_alpha if alpha else shallow_beta, units)
     rec.finish()
     return result
 
@@ -167,7 +172,7 @@ def threads_mixed(scale: float) -> WorkloadResult:
 
     def cpu_worker() -> None:
         rec = Recorder(result, threading.current_thread().name, running=True)
-        _deep_loop(rec, scale / 4, depth=20)
+        _deep_loop(rec, scale / 4, depth=20, seed=int(threading.current_thread().name[4:]) + 2)
         rec.finish()
 
     def recv_worker() -> None:
@@ -218,11 +223,11 @@ def idle_threads(scale: float) -> WorkloadResult:
         started.wait()
         threads_idle_wait(release)
 
+    rec = Recorder(result, "MainThread", running=True)
     threads = [threading.Thread(target=idle, name=f"idle-{i}", daemon=True) for i in range(200)]
     for thread in threads:
         thread.start()
     started.wait()
-    rec = Recorder(result, "MainThread", running=True)
     _deep_loop(rec, scale, depth=52)
     rec.finish()
     release.set()
@@ -240,8 +245,8 @@ def gil_sum(n: int) -> int:
     return sum(range(n))
 
 
-def gil_sort(values: list[float]) -> int:
-    return len(sorted(values))
+def gil_sort(values: list[float], n: int) -> int:
+    return len(sorted(values[:n]))
 
 
 def gil_python(units: float) -> int:
@@ -258,11 +263,12 @@ def gil_c_call(scale: float) -> WorkloadResult:
     values = _SORT_INPUT
     result = WorkloadResult(gil_categories=("gil_sum", "gil_sort"))
     rec = Recorder(result, "MainThread", running=True)
+    rng = random.Random(3)  # seeded: the same work every run, in no fixed rhythm
     for _ in range(int(scale * 22)):
-        rec.call(gil_python, 8.0)
-        rec.call(gil_sum, 600_000)
-        rec.call(gil_python, 4.0)
-        rec.call(gil_sort, values)
+        rec.call(gil_python, rng.uniform(3.0, 13.0))
+        rec.call(gil_sum, rng.randrange(300_000, 900_000))
+        rec.call(gil_python, rng.uniform(1.0, 7.0))
+        rec.call(gil_sort, values, rng.randrange(75_000, 150_000))
     rec.finish()
     return result
 
