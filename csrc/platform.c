@@ -144,6 +144,13 @@ int64_t sp_monotonic_ns(void)
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
+void sp_sleep_until_ns(int64_t deadline_ns)
+{
+    struct timespec until = {deadline_ns / 1000000000, deadline_ns % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
+    }
+}
+
 pid_t sp_current_tid(void)
 {
     return (pid_t)syscall(SYS_gettid);
@@ -308,6 +315,14 @@ int64_t sp_monotonic_ns(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+void sp_sleep_until_ns(int64_t deadline_ns)
+{
+    int64_t remaining = deadline_ns - sp_monotonic_ns();
+    if (remaining > 0) {
+        struct timespec duration = {remaining / 1000000000, remaining % 1000000000};
+        nanosleep(&duration, NULL);
+    }
 }
 pid_t sp_current_tid(void) { return 0; }
 pid_t sp_tid_of_pthread(unsigned long pthread_ident) { (void)pthread_ident; return 0; }

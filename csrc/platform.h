@@ -34,6 +34,8 @@ void sp_signal_restore_after_exec_failure(void);
 int sp_itimer_prof_armed(void);
 
 int64_t sp_monotonic_ns(void);
+/* Sleeps until CLOCK_MONOTONIC reaches deadline_ns (through EINTR). */
+void sp_sleep_until_ns(int64_t deadline_ns);
 pid_t sp_current_tid(void);
 /* The kernel thread id of a live pthread (the value threading.get_native_id gives). */
 pid_t sp_tid_of_pthread(unsigned long pthread_ident);

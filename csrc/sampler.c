@@ -7,7 +7,6 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "code_lifetime.h"
 #include "frame_walk.h"
@@ -186,10 +185,7 @@ static void *ticker_main(void *unused)
     sp_block_sigprof(1);
     int64_t tick = 0;
     while (!atomic_load(&S.stopping)) {
-        int64_t deadline = S.base_ns + (tick + 1) * S.config.interval_ns;
-        struct timespec until = {deadline / 1000000000, deadline % 1000000000};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
-        }
+        sp_sleep_until_ns(S.base_ns + (tick + 1) * S.config.interval_ns);
         if (atomic_load(&S.stopping)) {
             break;
         }
@@ -583,6 +579,10 @@ void sp_sampler_counters(sp_counters *counters)
     counters->untracked_threads = atomic_load(&S.registry.overflow);
     counters->stale_signals = atomic_load(&S.stale_signals);
     counters->ticks = (uint64_t)atomic_load(&S.last_tick);
+    for (uint32_t i = 0; i < S.registry.capacity; i++) {
+        int state = atomic_load(&S.registry.slots[i].state);
+        counters->registered_threads += state == SP_SLOT_ALIVE || state == SP_SLOT_EXITED;
+    }
     counters->base_ns = S.base_ns;
     counters->interval_ns = S.config.interval_ns;
 }

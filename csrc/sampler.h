@@ -41,6 +41,7 @@ typedef struct {
     uint64_t untracked_threads; /* threads beyond max_threads */
     uint64_t stale_signals;    /* signals for a thread that had already exited */
     uint64_t ticks;
+    uint64_t registered_threads; /* threads with a registry slot (and timer) now */
     int64_t base_ns;           /* CLOCK_MONOTONIC at start */
     int64_t interval_ns;
 } sp_counters;

@@ -158,6 +158,7 @@ def counters():
         "untracked_threads": c.untracked_threads,
         "stale_signals": c.stale_signals,
         "ticks": c.ticks,
+        "registered_threads": c.registered_threads,
         "base_ns": c.base_ns,
         "interval_ns": c.interval_ns,
         "samples": 0,

@@ -221,7 +221,8 @@ class Sampler:
 
     def stats(self) -> Dict[str, Any]:
         """samples, dropped, unresolved_frames, truncated, untracked_threads,
-        stale_signals, ticks, and signals: {thread id: signals received}."""
+        stale_signals, ticks, registered_threads (threads holding a registry
+        slot now), and signals: {thread id: signals received}."""
         from sigprof import _native
 
         counters = _native.counters()
@@ -229,7 +230,7 @@ class Sampler:
             key: counters[key]
             for key in (
                 "samples", "dropped", "unresolved_frames", "truncated",
-                "untracked_threads", "stale_signals", "ticks", "signals",
+                "untracked_threads", "stale_signals", "ticks", "registered_threads", "signals",
             )
         }
 

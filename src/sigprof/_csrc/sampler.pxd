@@ -25,6 +25,7 @@ cdef extern from "sampler.h" nogil:
         uint64_t untracked_threads
         uint64_t stale_signals
         uint64_t ticks
+        uint64_t registered_threads
         int64_t base_ns
         int64_t interval_ns
 
