@@ -133,10 +133,17 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
         return; /* exiting: its sentinel will say so */
     }
     int idle_state = atomic_load_explicit(&slot->idle_state, memory_order_acquire);
+    uint64_t cookie = sp_cookie_make(index, atomic_load(&slot->generation));
     if (cpu == slot->last_cpu_ns) {
-        /* Blocked since the last tick: its stack cannot have changed. */
+        /* No CPU since the last tick: blocked, or runnable but preempted. The
+         * run state is read once per transition, not at every idle tick. */
         if (idle_state == SP_IDLE_RUNNING) {
-            request_capture(slot, tick, cpu);
+            int running = sp_thread_is_running(slot->tid);
+            if (running == 1) {
+                sp_thread_signal(slot->tid, cookie); /* preempted: not in a system call */
+            } else if (running == 0) {
+                request_capture(slot, tick, cpu);
+            }
         }
         return;
     }
@@ -150,7 +157,7 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
     slot->last_cpu_ns = cpu;
     int running = sp_thread_is_running(slot->tid);
     if (running == 1) {
-        sp_thread_signal(slot->tid, sp_cookie_make(index, atomic_load(&slot->generation)));
+        sp_thread_signal(slot->tid, cookie);
     } else if (running == 0 && idle_state == SP_IDLE_RUNNING) {
         /* It ran, then blocked: never interrupt a blocked system call. */
         request_capture(slot, tick, cpu);

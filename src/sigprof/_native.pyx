@@ -146,6 +146,13 @@ def drain(bint reset_interning=False):
     return first_frame, frames, first_stack, stacks, samples
 
 
+def collect():
+    """Moves pending records into the resolver (counted, interned), without
+    handing them out: drain() still returns them."""
+    if sp_sampler_collect() != 0:
+        raise MemoryError("sigprof: out of memory while collecting samples")
+
+
 def counters():
     cdef sp_counters c
     cdef sp_resolver *resolver = sp_sampler_resolver()

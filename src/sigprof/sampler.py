@@ -225,6 +225,7 @@ class Sampler:
         slot now), and signals: {thread id: signals received}."""
         from sigprof import _native
 
+        _native.collect()  # count what the handlers wrote so far
         counters = _native.counters()
         return {
             key: counters[key]
