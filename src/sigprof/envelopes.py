@@ -126,6 +126,17 @@ def sdk_name() -> str:
         return "sentry.python"
 
 
+def can_send() -> bool:
+    """Whether the current client sends anywhere (a DSN, or Spotlight)."""
+    client = sentry_sdk.get_client()
+    if not client.is_active():
+        return False
+    return (
+        getattr(client, "transport", None) is not None
+        or getattr(client, "spotlight", None) is not None
+    )
+
+
 def send_envelope(envelope: Envelope) -> bool:
     """Sends through the current client like the SDK's own capture function."""
     client = sentry_sdk.get_client()

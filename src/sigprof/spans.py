@@ -26,12 +26,13 @@ from typing import Any, Callable, TypeVar
 
 import sentry_sdk
 from sentry_sdk.utils import is_valid_sample_rate, logger
-from typing_extensions import Self
 
 from sigprof.continuous import SESSION
+from sigprof.envelopes import can_send
 from sigprof.transaction_profiles import active_native_profile
 
 F = TypeVar("F", bound=Callable[..., Any])
+_Span = TypeVar("_Span", bound="ProfilingSpan")
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 
@@ -71,7 +72,7 @@ class ProfilingSpan:
 
     # ---- context manager, sync and async ----
 
-    def __enter__(self) -> Self:
+    def __enter__(self: _Span) -> _Span:  # noqa: PYI019 - typing.Self is 3.11+
         self.open()
         return self
 
@@ -83,7 +84,7 @@ class ProfilingSpan:
     ) -> None:
         self.close(exc)
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self: _Span) -> _Span:  # noqa: PYI019 - typing.Self is 3.11+
         return self.__enter__()
 
     async def __aexit__(
@@ -103,7 +104,8 @@ class ProfilingSpan:
             logger.warning("[Profiling] A profiling span can be entered only once")
             return
         self._state = _OPEN
-        self.profiled = _decide(self.sample_rate)
+        # Without a client that sends (no init, no DSN) nothing could be sent.
+        self.profiled = can_send() and _decide(self.sample_rate)
         if not self.profiled:
             return
         parent = sentry_sdk.get_current_span()

@@ -43,6 +43,15 @@ class NativeProfile(sdk_profiler.Profile):
 
     # ---- lifecycle, called by sentry-sdk ----
 
+    def _set_initial_sampling_decision(self, sampling_context: Any) -> None:
+        # sentry-sdk before 2.2x let a raising profiles_sampler propagate and
+        # lose the transaction; later ones unsample the profile. Do the latter.
+        try:
+            super()._set_initial_sampling_decision(sampling_context)
+        except Exception:  # noqa: BLE001 - the user's sampler may raise anything
+            logger.warning("[Profiling] profiles_sampler raised; unsampling profile", exc_info=True)
+            self.sampled = False
+
     def start(self) -> None:
         super().start()  # hands itself to the scheduler when sampled
 

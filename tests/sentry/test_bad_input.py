@@ -137,9 +137,11 @@ def test_span_exited_twice(receiver: Receiver, caplog: pytest.LogCaptureFixture)
     assert [e["transaction"] for e in receiver.payloads("transaction")] == ["twice"]
 
 
-def test_invalid_span_sample_rate_runs_the_block(caplog: pytest.LogCaptureFixture) -> None:
+def test_invalid_span_sample_rate_runs_the_block(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
-    sigprof.init(debug=True, traces_sample_rate=1.0)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0)
 
     @sigprof.profile(sample_rate="often")  # type: ignore[arg-type]
     def work() -> int:
@@ -162,4 +164,18 @@ def test_exceptions_pass_through_and_mark_the_span(receiver: Receiver) -> None:
     sentry_sdk.flush()
     receiver.wait_for(lambda r: bool(r.payloads("transaction")))
     (span,) = receiver.payloads("transaction")[0]["spans"]
-    assert span["status"] == "internal_error"
+    # sentry-sdk before 2.3x carried the status as a tag
+    assert span.get("status", span.get("tags", {}).get("status")) == "internal_error"
+
+
+def test_decorator_without_any_client_just_runs() -> None:
+    sentry_sdk.init()  # no DSN: the client is inactive
+
+    @sigprof.profile()
+    def work() -> int:
+        return 5
+
+    with sigprof.start_profiling_span(description="no client") as span:
+        assert work() == 5
+    assert not span.profiled and span.span is None
+    assert not sigprof.sample_source.SOURCE.running
