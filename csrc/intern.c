@@ -14,113 +14,6 @@ struct sp_stack_entry {
 #define SP_KEY_UNKNOWN ((1ULL << 63) | 1)
 #define SP_KEY_TRUNCATED ((1ULL << 63) | 2)
 
-/* ---- a u64 -> u64 map, open addressing, key 0 means empty ---- */
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-static int map_init(sp_u64_map *map, uint64_t capacity)
-{
-    map->keys = calloc(capacity, sizeof(uint64_t));
-    map->values = calloc(capacity, sizeof(uint64_t));
-    map->capacity = capacity;
-    map->count = 0;
-    return map->keys && map->values ? 0 : -1;
-}
-
-static void map_free(sp_u64_map *map)
-{
-    free(map->keys);
-    free(map->values);
-    memset(map, 0, sizeof(*map));
-}
-
-static uint64_t map_get(const sp_u64_map *map, uint64_t key)
-{
-    uint64_t mask = map->capacity - 1;
-    for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
-        if (map->keys[i] == key) {
-            return map->values[i];
-        }
-        if (map->keys[i] == 0) {
-            return 0;
-        }
-    }
-}
-
-static int map_put(sp_u64_map *map, uint64_t key, uint64_t value);
-
-static int map_grow(sp_u64_map *map)
-{
-    sp_u64_map bigger;
-    if (map_init(&bigger, map->capacity * 2) != 0) {
-        map_free(&bigger);
-        return -1;
-    }
-    for (uint64_t i = 0; i < map->capacity; i++) {
-        if (map->keys[i] != 0) {
-            map_put(&bigger, map->keys[i], map->values[i]);
-        }
-    }
-    map_free(map);
-    *map = bigger;
-    return 0;
-}
-
-static int map_put(sp_u64_map *map, uint64_t key, uint64_t value)
-{
-    if ((map->count + 1) * 4 > map->capacity * 3 && map_grow(map) != 0) {
-        return -1;
-    }
-    uint64_t mask = map->capacity - 1;
-    for (uint64_t i = mix64(key) & mask;; i = (i + 1) & mask) {
-        if (map->keys[i] == key) {
-            map->values[i] = value;
-            return 0;
-        }
-        if (map->keys[i] == 0) {
-            map->keys[i] = key;
-            map->values[i] = value;
-            map->count++;
-            return 0;
-        }
-    }
-}
-
-/* Backward-shift deletion keeps probe chains intact without tombstones. */
-static void map_remove(sp_u64_map *map, uint64_t key)
-{
-    uint64_t mask = map->capacity - 1;
-    uint64_t i = mix64(key) & mask;
-    while (map->keys[i] != key) {
-        if (map->keys[i] == 0) {
-            return;
-        }
-        i = (i + 1) & mask;
-    }
-    uint64_t hole = i;
-    for (uint64_t j = (hole + 1) & mask; map->keys[j] != 0; j = (j + 1) & mask) {
-        uint64_t home = mix64(map->keys[j]) & mask;
-        /* move j into the hole if its home is not cyclically in (hole, j] */
-        int between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-        if (!between) {
-            map->keys[hole] = map->keys[j];
-            map->values[hole] = map->values[j];
-            hole = j;
-        }
-    }
-    map->keys[hole] = 0;
-    map->values[hole] = 0;
-    map->count--;
-}
-
 /* ---- growable arrays ---- */
 
 static int reserve(void **items, uint64_t *capacity, uint64_t needed, size_t item_size)
@@ -149,7 +42,7 @@ static int64_t add_frame(sp_resolver *r, const sp_frame_entry *entry)
         return -1;
     }
     uint64_t id = r->frame_count;
-    if (map_put(&r->frame_ids, entry->key, id + 1) != 0) {
+    if (sp_map_put(&r->frame_ids, entry->key, id + 1) != 0) {
         return -1;
     }
     r->frames[id] = *entry;
@@ -161,7 +54,7 @@ static int64_t add_frame(sp_resolver *r, const sp_frame_entry *entry)
 
 static int64_t synthetic_frame(sp_resolver *r, uint64_t key, sp_frame_kind kind)
 {
-    uint64_t found = map_get(&r->frame_ids, key);
+    uint64_t found = sp_map_get(&r->frame_ids, key);
     if (found) {
         return (int64_t)found - 1;
     }
@@ -178,11 +71,11 @@ static int32_t line_for(PyCodeObject *code, int32_t instr_offset)
 static int64_t intern_frame(sp_resolver *r, const sp_frame_ref *ref)
 {
     PyCodeObject *code = (PyCodeObject *)ref->code;
-    uint64_t serial = map_get(&r->code_serials, (uint64_t)(uintptr_t)code);
+    uint64_t serial = sp_map_get(&r->code_serials, (uint64_t)(uintptr_t)code);
     uint64_t key = 0;
     if (serial) {
         key = (serial << 32) | (uint32_t)ref->instr_offset;
-        uint64_t found = map_get(&r->frame_ids, key);
+        uint64_t found = sp_map_get(&r->frame_ids, key);
         if (found) {
             return (int64_t)found - 1;
         }
@@ -195,7 +88,7 @@ static int64_t intern_frame(sp_resolver *r, const sp_frame_ref *ref)
     }
     if (!serial) {
         serial = ++r->next_code_serial;
-        if (map_put(&r->code_serials, (uint64_t)(uintptr_t)code, serial) != 0) {
+        if (sp_map_put(&r->code_serials, (uint64_t)(uintptr_t)code, serial) != 0) {
             return -1;
         }
         key = (serial << 32) | (uint32_t)ref->instr_offset;
@@ -220,7 +113,7 @@ static uint32_t hash_frames(const int32_t *ids, uint32_t length)
 {
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ length;
     for (uint32_t i = 0; i < length; i++) {
-        h = mix64(h ^ (uint64_t)(uint32_t)ids[i]);
+        h = sp_mix64(h ^ (uint64_t)(uint32_t)ids[i]);
     }
     return (uint32_t)h;
 }
@@ -344,8 +237,8 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
                 status = -1;
                 atomic_fetch_add(&ring->dropped, 1);
             } else if (record->kind == SP_RECORD_SIGNAL_SAMPLE) {
-                uint64_t count = map_get(&r->signal_counts, record->thread_ident);
-                map_put(&r->signal_counts, record->thread_ident, count + 1);
+                uint64_t count = sp_map_get(&r->signal_counts, record->thread_ident);
+                sp_map_put(&r->signal_counts, record->thread_ident, count + 1);
             } else if (record->kind == SP_RECORD_IDLE_START && idle != NULL) {
                 idle->active = 1;
                 idle->next_tick = record->tick + 1;
@@ -370,7 +263,7 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
 
 void sp_resolver_forget_code(sp_resolver *r, void *code)
 {
-    map_remove(&r->code_serials, (uint64_t)(uintptr_t)code);
+    sp_map_remove(&r->code_serials, (uint64_t)(uintptr_t)code);
 }
 
 sp_sample_entry *sp_resolver_take_samples(sp_resolver *r, uint64_t *count)
@@ -387,7 +280,7 @@ sp_sample_entry *sp_resolver_take_samples(sp_resolver *r, uint64_t *count)
 
 static int tables_init(sp_resolver *r)
 {
-    if (map_init(&r->frame_ids, 1024) != 0) {
+    if (sp_map_init(&r->frame_ids, 1024) != 0) {
         return -1;
     }
     r->frames = NULL;
@@ -410,7 +303,7 @@ static void tables_free(sp_resolver *r)
     free(r->stacks);
     free(r->stack_frames);
     free(r->stack_index);
-    map_free(&r->frame_ids);
+    sp_map_free(&r->frame_ids);
 }
 
 int sp_resolver_init(sp_resolver *r, uint32_t thread_slots, uint32_t max_depth)
@@ -420,8 +313,8 @@ int sp_resolver_init(sp_resolver *r, uint32_t thread_slots, uint32_t max_depth)
     r->idle_count = thread_slots;
     r->scratch_capacity = (int32_t)max_depth + 1;
     r->scratch = malloc((size_t)r->scratch_capacity * sizeof(int32_t));
-    if (r->idle == NULL || r->scratch == NULL || map_init(&r->code_serials, 1024) != 0 ||
-        map_init(&r->signal_counts, 64) != 0 || tables_init(r) != 0) {
+    if (r->idle == NULL || r->scratch == NULL || sp_map_init(&r->code_serials, 1024) != 0 ||
+        sp_map_init(&r->signal_counts, 64) != 0 || tables_init(r) != 0) {
         sp_resolver_destroy(r);
         return -1;
     }
@@ -431,8 +324,8 @@ int sp_resolver_init(sp_resolver *r, uint32_t thread_slots, uint32_t max_depth)
 void sp_resolver_destroy(sp_resolver *r)
 {
     tables_free(r);
-    map_free(&r->code_serials);
-    map_free(&r->signal_counts);
+    sp_map_free(&r->code_serials);
+    sp_map_free(&r->signal_counts);
     free(r->samples);
     free(r->idle);
     free(r->scratch);
@@ -455,7 +348,7 @@ int sp_resolver_reset_interning(sp_resolver *r)
         const struct sp_stack_entry *stack = &old.stacks[idle->stack_id];
         for (uint32_t i = 0; i < stack->length; i++) {
             const sp_frame_entry *frame = &old.frames[old.stack_frames[stack->offset + i]];
-            uint64_t found = map_get(&r->frame_ids, frame->key);
+            uint64_t found = sp_map_get(&r->frame_ids, frame->key);
             int64_t id = found ? (int64_t)found - 1 : add_frame(r, frame);
             r->scratch[i] = (int32_t)id;
         }

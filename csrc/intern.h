@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "hash_map.h"
 #include "ring_buffer.h"
 
 typedef struct _object PyObject;
@@ -33,13 +34,6 @@ typedef struct {
     int32_t stack_id;
     int32_t reserved;
 } sp_sample_entry;
-
-typedef struct {
-    uint64_t *keys;
-    uint64_t *values;
-    uint64_t capacity; /* power of two */
-    uint64_t count;
-} sp_u64_map;
 
 typedef struct {
     int active;
