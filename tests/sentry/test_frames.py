@@ -49,18 +49,20 @@ def test_frames_match_the_sdks_own(receiver: Receiver) -> None:
     for chunk in receiver.payloads("profile_chunk"):
         check_chunk(chunk)
         for frame in chunk["profile"]["frames"]:
-            ours.setdefault(frame["function"], frame)
+            ours.setdefault((frame["module"], frame["function"]), frame)
     compared = 0
     for sdk_frame in sdk_frames:
-        if sdk_frame["function"] not in ours:
-            continue  # the SDK's leaf-side frames past the sampled ones
-        frame = ours[sdk_frame["function"]]
+        key = (sdk_frame["module"], sdk_frame["function"])
+        if key not in ours:
+            continue  # a frame the sampler did not happen to catch
+        frame = ours[key]
         for key in ("abs_path", "filename", "module", "function"):
             assert frame[key] == sdk_frame[key], (key, frame, sdk_frame)
         assert frame.get("in_app") == sdk_frame.get("in_app"), (frame, sdk_frame)
         assert isinstance(frame["lineno"], int) and frame["lineno"] > 0
         compared += 1
-    assert "Checkout.total" in ours and ours["Checkout.total"]["in_app"] is True
+    total = ours[("tests.sentry.test_frames", "Checkout.total")]
+    assert total["in_app"] is True
     assert compared >= 5  # the test's own frames and pytest's
     pytest_frames = [f for f in ours.values() if (f["module"] or "").startswith("_pytest")]
     assert pytest_frames and all(f["in_app"] is False for f in pytest_frames)
