@@ -31,6 +31,10 @@ RawSample = tuple[int, int, int]  # (monotonic ns, thread id, stack id)
 DRAIN_INTERVAL_S = 1.0
 # How long the sampler keeps running after its last consumer leaves.
 SAMPLER_LINGER_S = 2.0
+# Without a chunk session cutting epochs, the tables (here and in the native
+# resolver) are still restarted this often, so a long-running service with
+# transaction profiles only does not keep every stack it ever saw.
+EPOCH_MAX_S = 60.0
 HOUSEKEEPING_ROUND_S = 0.25
 
 
@@ -85,6 +89,9 @@ class SampleSource:
         self._housekeeping = HousekeepingThread("sigprof.housekeeping", self._housekeep)
         self.on_native_unavailable: Callable[[NativeUnavailable], None] | None = None
         self.last_error: str | None = None
+        self.unavailable: str | None = None  # set once start() raised NativeUnavailable
+        self._epoch_owner: Consumer | None = None
+        self._epoch_started = 0.0
 
     def configure(self, frequency: float, clock: str, max_stack_depth: int) -> None:
         """Applies from the next start of the sampler."""
@@ -107,12 +114,16 @@ class SampleSource:
         the consumer's first batch starts a fresh interning epoch. False if the
         native sampler could not start (the reason is in last_error)."""
         with self.lock:
+            if self.unavailable is not None:
+                return False
             if self.running:
                 if new_epoch:
                     self._collect(reset=True)
             elif not self._start():
                 return False
             self._consumers.append(consumer)
+            if new_epoch:
+                self._epoch_owner = consumer  # it cuts the epochs from now on
             self._idle_since = None
         self._housekeeping.wake()
         return True
@@ -124,6 +135,8 @@ class SampleSource:
                 return
             self._collect(reset=False)
             self._consumers.remove(consumer)
+            if self._epoch_owner is consumer:
+                self._epoch_owner = None
             if not self._consumers:
                 self._idle_since = time.monotonic()
         self._housekeeping.wake()
@@ -148,6 +161,7 @@ class SampleSource:
         with self.lock:
             self._collect(reset=False)
             self._consumers.clear()
+            self._epoch_owner = None
             self._stop()
 
     def forget_after_fork(self) -> None:
@@ -155,6 +169,7 @@ class SampleSource:
         self.lock = threading.RLock()
         self.sampler = None
         self._consumers = []
+        self._epoch_owner = None
         self.tables = EpochTables()
         self._housekeeping = HousekeepingThread("sigprof.housekeeping", self._housekeep)
 
@@ -165,7 +180,7 @@ class SampleSource:
         try:
             sampler.start()
         except NativeUnavailable as error:
-            self.last_error = str(error)
+            self.last_error = self.unavailable = str(error)
             if self.on_native_unavailable is not None:
                 self.on_native_unavailable(error)
             return False
@@ -177,7 +192,7 @@ class SampleSource:
             return False
         self.sampler = sampler
         self.tables.new_epoch()
-        self._last_drain = time.monotonic()
+        self._last_drain = self._epoch_started = time.monotonic()
         self._housekeeping.ensure_running(os.getpid())
         return True
 
@@ -198,6 +213,8 @@ class SampleSource:
         reset = reset and sampler.running
         self._feed(sampler.drain(reset_interning=reset), reset)
         self._last_drain = time.monotonic()
+        if reset:
+            self._epoch_started = self._last_drain
 
     def _feed(self, batch: Batch, reset: bool) -> None:
         self.tables.absorb(batch)
@@ -216,7 +233,9 @@ class SampleSource:
                 self._housekeeping.mark_exiting()
                 return None
             now = time.monotonic()
-            if now - self._last_drain >= DRAIN_INTERVAL_S * 0.9:
+            if self._epoch_owner is None and now - self._epoch_started >= EPOCH_MAX_S:
+                self._collect(reset=True)
+            elif now - self._last_drain >= DRAIN_INTERVAL_S * 0.9:
                 self._collect(reset=False)
             periodic = list(self._periodic)
         for task in periodic:

@@ -137,3 +137,37 @@ def test_active_thread_id_follows_the_integration(receiver: Receiver) -> None:
     profile = _profile_envelopes(receiver)[0].payload("profile")
     assert profile["transactions"][0]["active_thread_id"] == str(worker_ident[0])
     assert "busy_request_handler" in functions_in(profile["profile"], str(worker_ident[0]))
+
+
+def test_profiles_span_interning_epochs(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sigprof import sample_source
+
+    # Without a chunk session the tables restart every EPOCH_MAX_S (60 s);
+    # a transaction profile crossing restarts keeps consistent frames.
+    monkeypatch.setattr(sample_source, "EPOCH_MAX_S", 0.2)
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=1.0)
+    with sentry_sdk.start_transaction(name="across epochs"):
+        epoch_before = sample_source.SOURCE.tables.epoch
+        busy_request_handler(1.2)
+        epochs_crossed = sample_source.SOURCE.tables.epoch - epoch_before
+    assert epochs_crossed >= 2
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(_profile_envelopes(r)))
+    profile = _profile_envelopes(receiver)[0].payload("profile")
+    check_profile_v1(profile)
+    thread = str(threading.get_ident())
+    names = functions_in(profile["profile"], thread)
+    assert names.count("busy_request_handler") >= 50  # every sample's stack resolves to it
+    per_sample = [
+        [
+            profile["profile"]["frames"][i]["function"]
+            for i in profile["profile"]["stacks"][s["stack_id"]]
+        ]
+        for s in profile["profile"]["samples"]
+        if s["thread_id"] == thread
+    ]
+    # the same caller chain in every sample, whichever epoch it came from
+    assert all("test_profiles_span_interning_epochs" in stack for stack in per_sample)
+    assert len({tuple(stack[-20:]) for stack in per_sample}) == 1
