@@ -16,7 +16,8 @@ static inline PyCodeObject *frame_code(_PyInterpreterFrame *frame)
     }
     return (PyCodeObject *)executable;
 #else
-    return frame->f_code;
+    PyCodeObject *code = frame->f_code;
+    return code != NULL && Py_TYPE(code) == &PyCode_Type ? code : NULL;
 #endif
 }
 
@@ -97,6 +98,9 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
     PyFrameObject *frame = tstate->frame;
     while (frame != NULL) {
         PyCodeObject *code = frame->f_code;
+        if (code != NULL && Py_TYPE(code) != &PyCode_Type) {
+            code = NULL; /* not a live code object: skip, never name */
+        }
         if (depth == max_depth) {
             record->flags |= SP_RECORD_TRUNCATED;
             break;

@@ -173,6 +173,15 @@ static int64_t intern_stack(sp_resolver *r, const int32_t *ids, uint32_t length)
 static int64_t intern_record(sp_resolver *r, const sp_record *record)
 {
     uint32_t length = 0;
+    if (record->flags & SP_RECORD_FAULTED) {
+        int64_t frame = synthetic_frame(r, SP_KEY_UNKNOWN, SP_FRAME_UNKNOWN);
+        if (frame < 0) {
+            return -1;
+        }
+        r->unresolved_frames++;
+        r->scratch[0] = (int32_t)frame;
+        return intern_stack(r, r->scratch, 1);
+    }
     for (uint32_t i = 0; i < record->depth; i++) {
         int64_t frame = intern_frame(r, &record->frames[i]);
         if (frame < 0) {

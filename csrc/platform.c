@@ -4,6 +4,8 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -126,6 +128,86 @@ void sp_signal_ignore_for_exec(void)
 void sp_signal_restore_after_exec_failure(void)
 {
     sigaction(SIGPROF, &installed_action, NULL);
+}
+
+
+/* ---- fault guard ---- */
+
+#define SP_MAX_GUARDED_THREADS 64 /* threads inside a guarded walk at once */
+
+typedef struct {
+    _Atomic pid_t tid;
+    sigjmp_buf *jump;
+} sp_guard_entry;
+
+static sp_guard_entry guards[SP_MAX_GUARDED_THREADS];
+static struct sigaction previous_segv, previous_bus;
+static int fault_guard_installed;
+
+static void on_fault(int signo, siginfo_t *info, void *context)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    for (int i = 0; i < SP_MAX_GUARDED_THREADS; i++) {
+        if (atomic_load_explicit(&guards[i].tid, memory_order_acquire) == tid) {
+            siglongjmp(*guards[i].jump, 1);
+        }
+    }
+    struct sigaction *previous = signo == SIGBUS ? &previous_bus : &previous_segv;
+    if ((previous->sa_flags & SA_SIGINFO) && previous->sa_sigaction != NULL) {
+        previous->sa_sigaction(signo, info, context);
+    } else if (!(previous->sa_flags & SA_SIGINFO) && previous->sa_handler != SIG_DFL &&
+               previous->sa_handler != SIG_IGN) {
+        previous->sa_handler(signo);
+    } else {
+        /* Default action: put it back and let the fault happen again. */
+        sigaction(signo, previous, NULL);
+    }
+}
+
+int sp_fault_guard_install(char *error, size_t error_len)
+{
+    if (fault_guard_installed) {
+        return 0;
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = on_fault;
+    /* SA_NODEFER: a long jump out leaves SIGSEGV unblocked. */
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGSEGV, &action, &previous_segv) != 0 ||
+        sigaction(SIGBUS, &action, &previous_bus) != 0) {
+        snprintf(error, error_len, "sigaction(SIGSEGV) failed: %s", strerror(errno));
+        return -1;
+    }
+    fault_guard_installed = 1;
+    return 0;
+}
+
+int sp_guarded_run(void (*walk)(void *), void *argument)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    int entry = -1;
+    for (int i = 0; i < SP_MAX_GUARDED_THREADS && entry < 0; i++) {
+        pid_t expected = 0;
+        if (atomic_compare_exchange_strong(&guards[i].tid, &expected, -1)) {
+            entry = i;
+        }
+    }
+    if (entry < 0) {
+        return -1;
+    }
+    sigjmp_buf jump;
+    guards[entry].jump = &jump;
+    int faulted = 0;
+    if (sigsetjmp(jump, 0) == 0) {
+        atomic_store_explicit(&guards[entry].tid, tid, memory_order_release);
+        walk(argument);
+    } else {
+        faulted = 1;
+    }
+    atomic_store_explicit(&guards[entry].tid, 0, memory_order_release);
+    return faulted ? -1 : 0;
 }
 
 int sp_itimer_prof_armed(void)
@@ -306,6 +388,17 @@ int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int ch
     (void)cookie_magic;
     (void)chain;
     return sp_platform_supported(error, error_len) ? 0 : -1;
+}
+int sp_guarded_run(void (*walk)(void *), void *argument)
+{
+    walk(argument);
+    return 0;
+}
+int sp_fault_guard_install(char *error, size_t error_len)
+{
+    (void)error;
+    (void)error_len;
+    return 0;
 }
 void sp_signal_ignore_for_exec(void) {}
 void sp_signal_restore_after_exec_failure(void) {}

@@ -25,7 +25,10 @@ typedef enum {
     SP_RECORD_IDLE_END = 3,      /* that thread ran again at `tick`: stop repeating */
 } sp_record_kind;
 
-enum { SP_RECORD_TRUNCATED = 1 };
+enum {
+    SP_RECORD_TRUNCATED = 1,
+    SP_RECORD_FAULTED = 2, /* the walk hit freed memory: the stack is unknown */
+};
 
 typedef struct {
     int64_t timestamp_ns; /* CLOCK_MONOTONIC */

@@ -51,6 +51,29 @@ static sp_sampler_state S = {
 
 /* ---------------- the signal handler's part ---------------- */
 
+typedef struct {
+    struct _ts *tstate;
+    sp_record *record;
+} sp_walk_job;
+
+static void walk_job(void *argument)
+{
+    sp_walk_job *job = argument;
+    sp_walk_stack(job->tstate, job->record, S.config.max_depth);
+}
+
+/* Walks under the fault guard; a walk cut short by a fault is recorded as
+ * such (the resolver names it unknown), never left uncommitted. */
+static void walk_into(struct _ts *tstate, sp_record *record)
+{
+    sp_walk_job job = {tstate, record};
+    record->depth = 0;
+    if (sp_guarded_run(walk_job, &job) != 0) {
+        record->depth = 0;
+        record->flags |= SP_RECORD_FAULTED;
+    }
+}
+
 static void capture_current_thread(uint64_t cookie)
 {
     atomic_fetch_add(&S.handlers_active, 1);
@@ -83,7 +106,7 @@ static void capture_current_thread(uint64_t cookie)
         record->slot = index;
         record->kind = SP_RECORD_SIGNAL_SAMPLE;
         record->flags = 0;
-        sp_walk_stack(slot->tstate, record, S.config.max_depth);
+        walk_into(slot->tstate, record);
         sp_ring_commit(&S.ring, position);
     }
     atomic_fetch_sub(&S.handlers_active, 1);
@@ -310,7 +333,7 @@ static void capture_blocked_threads(void)
         record->slot = index;
         record->kind = SP_RECORD_IDLE_START;
         record->flags = 0;
-        sp_walk_stack(slot->tstate, record, S.config.max_depth);
+        walk_into(slot->tstate, record);
         sp_ring_commit(&S.ring, position);
         atomic_store_explicit(&slot->idle_state, SP_IDLE_REPEATING, memory_order_release);
     }
@@ -468,6 +491,9 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     }
     if (sp_signal_install(capture_current_thread, sp_cookie_magic(), config->chain, error,
                           error_len) != 0) {
+        return -1;
+    }
+    if (sp_fault_guard_install(error, error_len) != 0) {
         return -1;
     }
     if (sp_code_lifetime_install(on_code_destroyed) != 0) {

@@ -3,8 +3,6 @@ the highest frequency: no crash, and no frame ever named after another
 function that happened to reuse a freed code object's address."""
 
 import gc
-import time
-
 import pytest
 
 from sigprof.sampler import MAX_FREQUENCY
@@ -27,9 +25,8 @@ def test_exec_churn_never_misnames(sampler_factory, clock):
     sampler = sampler_factory(frequency=MAX_FREQUENCY, clock=clock)
     checked = 0
     with sampler:
-        deadline = time.monotonic() + 2.0
         i = 0
-        while time.monotonic() < deadline:
+        while i < 600:
             function = make_function(i)
             function(0.001)
             del function
@@ -47,5 +44,4 @@ def test_exec_churn_never_misnames(sampler_factory, clock):
             if frame.filename.startswith("<churn-"):
                 assert frame.function == f"churn_{frame.filename[7:-1]}", frame
                 checked += 1
-    assert i > 500
     assert checked > 50

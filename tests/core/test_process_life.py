@@ -138,3 +138,12 @@ def test_interpreter_exit_while_sampling(tmp_path, mode):
         result = subprocess.run([sys.executable, str(script), mode], check=False,
                                 capture_output=True, timeout=60)
         assert result.returncode == 0, result.stderr.decode()
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_generators_created_at_data_stack_chunk_boundaries_do_not_crash(clock):
+    script = os.path.join(os.path.dirname(__file__), "chunk_boundary_generators.py")
+    result = subprocess.run([sys.executable, "-X", "faulthandler", script, "3", clock],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Fatal Python error" not in result.stderr

@@ -8,6 +8,18 @@ import time
 from tests.core.workloads import spin
 
 
+def wait_until_blocked(threads) -> None:
+    """Until none of the threads has used CPU for 50 ms."""
+    clocks = [time.pthread_getcpuclockid(thread.ident) for thread in threads]
+    previous = None
+    while True:
+        now = [time.clock_gettime_ns(clock) for clock in clocks]
+        if now == previous:
+            return
+        previous = now
+        time.sleep(0.05)
+
+
 def test_blocked_threads_repeat_without_signals(sampler_factory):
     server, client = socket.socketpair()
     ready = threading.Barrier(3)
@@ -26,7 +38,7 @@ def test_blocked_threads_repeat_without_signals(sampler_factory):
     for thread in threads:
         thread.start()
     ready.wait()
-    time.sleep(0.1)  # both are inside their blocking calls now
+    wait_until_blocked(threads)
     sampler = sampler_factory(frequency=101, clock="wall")
     with sampler:
         spin(1.0)
