@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import sys
 import types
-from typing import Dict, Iterable, Optional, Tuple
+from collections.abc import Iterable
 
-CodeKey = Tuple[str, int, str]
+CodeKey = tuple[str, int, str]
 
 _CO_OPTIMIZED = 0x0001  # set for function bodies, not for class bodies
 
@@ -24,10 +24,10 @@ class ModuleIndex:
     """Maps a code object's filename to the name of the module it came from."""
 
     def __init__(self) -> None:
-        self._by_file: Dict[str, str] = {}
+        self._by_file: dict[str, str] = {}
         self._modules_seen = 0
 
-    def module_for(self, filename: str) -> Optional[str]:
+    def module_for(self, filename: str) -> str | None:
         found = self._by_file.get(filename)
         if found is None and len(sys.modules) != self._modules_seen:
             self._rebuild()
@@ -36,7 +36,7 @@ class ModuleIndex:
 
     def _rebuild(self) -> None:
         self._modules_seen = len(sys.modules)
-        by_file: Dict[str, str] = {}
+        by_file: dict[str, str] = {}
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None)
             if not isinstance(path, str):
@@ -57,8 +57,8 @@ class QualnameIndex:
     """Qualified names of code objects on interpreters without co_qualname."""
 
     def __init__(self) -> None:
-        self._names: Dict[CodeKey, str] = {}
-        self._walked: set = set()
+        self._names: dict[CodeKey, str] = {}
+        self._walked: set[str] = set()
 
     def qualname(self, filename: str, first_lineno: int, name: str) -> str:
         key = (filename, first_lineno, name)
@@ -77,7 +77,7 @@ class QualnameIndex:
             if isinstance(namespace, dict):
                 self._walk_namespace(namespace.values(), module_name, set())
 
-    def _walk_namespace(self, values: Iterable[object], module_name: str, seen: set) -> None:
+    def _walk_namespace(self, values: Iterable[object], module_name: str, seen: set[int]) -> None:
         for value in list(values):
             if id(value) in seen:
                 continue
@@ -98,7 +98,7 @@ class QualnameIndex:
                 self._add_code(constant, prefix + constant.co_name)
 
 
-def _function_of(value: object) -> Optional[types.FunctionType]:
+def _function_of(value: object) -> types.FunctionType | None:
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
     elif isinstance(value, property):

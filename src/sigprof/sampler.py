@@ -21,7 +21,9 @@ import sys
 import sysconfig
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple
+
+from typing_extensions import Self
 
 from sigprof.naming import ModuleIndex, QualnameIndex
 
@@ -43,15 +45,15 @@ class SamplerError(RuntimeError):
 class Frame(NamedTuple):
     function: str
     filename: str
-    module: Optional[str]
+    module: str | None
     lineno: int
 
 
 class Sample(NamedTuple):
     timestamp_ns: int  # CLOCK_MONOTONIC, as time.monotonic_ns() and time.perf_counter_ns()
     thread_id: int  # threading.get_ident()
-    thread_name: Optional[str]
-    frames: Tuple[Frame, ...]  # leaf first
+    thread_name: str | None
+    frames: tuple[Frame, ...]  # leaf first
 
 
 class Batch(NamedTuple):
@@ -61,24 +63,25 @@ class Batch(NamedTuple):
     first."""
 
     first_frame_id: int
-    frames: List[Frame]
+    frames: list[Frame]
     first_stack_id: int
-    stacks: List[Tuple[int, ...]]
-    samples: List[Tuple[int, int, int]]
+    stacks: list[tuple[int, ...]]
+    samples: list[tuple[int, int, int]]
 
 
 UNKNOWN_FRAME = Frame("<unknown>", "<unknown>", None, 0)
 TRUNCATED_FRAME = Frame("<truncated>", "<sigprof>", None, 0)
 
 
-def native_unavailable_reason() -> Optional[str]:
+def native_unavailable_reason() -> str | None:
     """Why the native sampler cannot run here, or None if it can."""
     if sys.platform != "linux":
         return f"the native sampler needs Linux; this is {sys.platform}"
     if sys.implementation.name != "cpython":
         return f"the native sampler needs CPython; this is {sys.implementation.name}"
     if not (3, 9) <= sys.version_info[:2] <= (3, 13):
-        return "the native sampler supports CPython 3.9 to 3.13; this is %d.%d" % sys.version_info[:2]
+        major, minor = sys.version_info[:2]
+        return f"the native sampler supports CPython 3.9 to 3.13; this is {major}.{minor}"
     if sysconfig.get_config_var("Py_GIL_DISABLED"):
         return "the native sampler does not support free-threaded CPython builds yet"
     try:
@@ -106,7 +109,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
-_running: Optional["Sampler"] = None
+_running: Sampler | None = None
 _running_lock = threading.Lock()
 
 
@@ -129,12 +132,12 @@ class Sampler:
         self.max_stack_depth = _check_int("max_stack_depth", max_stack_depth, 1, MAX_STACK_DEPTH)
         self.max_threads = _check_int("max_threads", max_threads, 1, 65536)
         self.chain = bool(chain)
-        self._pid: Optional[int] = None
-        self._anchor: Tuple[int, int] = (0, 0)  # (unix ns, monotonic ns) taken together
-        self._batches: List[Batch] = []
-        self._frames: List[Frame] = []
-        self._stacks: List[Tuple[int, ...]] = []
-        self._thread_names: Dict[int, str] = {}
+        self._pid: int | None = None
+        self._anchor: tuple[int, int] = (0, 0)  # (unix ns, monotonic ns) taken together
+        self._batches: list[Batch] = []
+        self._frames: list[Frame] = []
+        self._stacks: list[tuple[int, ...]] = []
+        self._thread_names: dict[int, str] = {}
         self._modules = ModuleIndex()
         self._qualnames = QualnameIndex() if sys.version_info < (3, 11) else None
 
@@ -185,7 +188,7 @@ class Sampler:
             _running = None
         self._batches.append(self._drain_native(False))
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -203,13 +206,13 @@ class Sampler:
             batches.append(self._drain_native(reset_interning))
         return _merge(batches)
 
-    def samples(self) -> List[Sample]:
+    def samples(self) -> list[Sample]:
         """Every sample taken since the last call, frames resolved."""
         batch = self.drain()
         self._frames.extend(batch.frames)
         self._stacks.extend(batch.stacks)
         frames, stacks, names = self._frames, self._stacks, self._thread_names
-        stack_frames: Dict[int, Tuple[Frame, ...]] = {}
+        stack_frames: dict[int, tuple[Frame, ...]] = {}
         result = []
         for timestamp_ns, thread_id, stack_id in batch.samples:
             resolved = stack_frames.get(stack_id)
@@ -219,7 +222,7 @@ class Sampler:
             result.append(Sample(timestamp_ns, thread_id, names.get(thread_id), resolved))
         return result
 
-    def stats(self) -> Dict[str, Any]:
+    def stats(self) -> dict[str, Any]:
         """samples, dropped, unresolved_frames, truncated, untracked_threads,
         stale_signals, ticks, registered_threads (threads holding a registry
         slot now), and signals: {thread id: signals received}."""
@@ -240,7 +243,7 @@ class Sampler:
         unix_ns, monotonic_ns = self._anchor
         return unix_ns + (timestamp_ns - monotonic_ns)
 
-    def thread_names(self) -> Dict[int, str]:
+    def thread_names(self) -> dict[int, str]:
         """Names of the threads seen so far, by thread id."""
         return dict(self._thread_names)
 
@@ -256,7 +259,7 @@ class Sampler:
         frames = [self._frame(raw) for raw in raw_frames]
         return Batch(first_frame, frames, first_stack, stacks, samples)
 
-    def _frame(self, raw: Tuple[int, Optional[str], Optional[str], int, int]) -> Frame:
+    def _frame(self, raw: tuple[int, str | None, str | None, int, int]) -> Frame:
         kind, name, filename, lineno, first_lineno = raw
         if name is None or filename is None:
             return TRUNCATED_FRAME if kind == 2 else UNKNOWN_FRAME
@@ -265,14 +268,14 @@ class Sampler:
         return Frame(name, filename, self._modules.module_for(filename), lineno)
 
 
-def _merge(batches: List[Batch]) -> Batch:
+def _merge(batches: list[Batch]) -> Batch:
     if not batches:
         return Batch(0, [], 0, [], [])
     if len(batches) == 1:
         return batches[0]
-    frames: List[Frame] = []
-    stacks: List[Tuple[int, ...]] = []
-    samples: List[Tuple[int, int, int]] = []
+    frames: list[Frame] = []
+    stacks: list[tuple[int, ...]] = []
+    samples: list[tuple[int, int, int]] = []
     for batch in batches:
         frames.extend(batch.frames)
         stacks.extend(batch.stacks)

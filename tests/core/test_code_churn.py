@@ -3,6 +3,7 @@ the highest frequency: no crash, and no frame ever named after another
 function that happened to reuse a freed code object's address."""
 
 import gc
+
 import pytest
 
 from sigprof.sampler import MAX_FREQUENCY
@@ -16,7 +17,7 @@ def make_function(i: int):
         f"    while time.thread_time() < end: pass\n"
     )
     namespace: dict = {}
-    exec(compile(source, f"<churn-{i}>", "exec"), namespace)
+    exec(compile(source, f"<churn-{i}>", "exec"), namespace)  # noqa: S102 - code churn is the point
     return namespace[f"churn_{i}"]
 
 

@@ -34,7 +34,7 @@ def outer():
     return nested()
 
 
-lambda_function = lambda: spin(SPIN)  # noqa: E731
+lambda_function = lambda: spin(SPIN)
 
 
 def generator():

@@ -143,7 +143,7 @@ def test_interpreter_exit_while_sampling(tmp_path, mode):
 @pytest.mark.parametrize("clock", ["wall", "cpu"])
 def test_generators_created_at_data_stack_chunk_boundaries_do_not_crash(clock):
     script = os.path.join(os.path.dirname(__file__), "chunk_boundary_generators.py")
-    result = subprocess.run([sys.executable, "-X", "faulthandler", script, "3", clock],
+    result = subprocess.run([sys.executable, "-X", "faulthandler", script, "3", clock], check=False,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Fatal Python error" not in result.stderr

@@ -8,7 +8,7 @@ def spin(seconds: float) -> float:
     """Burns `seconds` of this thread's CPU time; returns what it burned."""
     start = time.thread_time()
     end = start + seconds
-    while time.thread_time() < end: pass  # noqa: E701 - the spin line
+    while time.thread_time() < end: pass
     return time.thread_time() - start
 
 
@@ -17,7 +17,7 @@ SPIN_LINE = spin.__code__.co_firstlineno + 4
 
 def spin_wall(seconds: float) -> None:
     end = time.monotonic() + seconds
-    while time.monotonic() < end: pass  # noqa: E701
+    while time.monotonic() < end: pass
 
 
 def recurse(depth: int, seconds: float) -> float:

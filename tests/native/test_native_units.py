@@ -29,5 +29,5 @@ def test_native_unit(unit, tmp_path):
          f"-I{CSRC}", *sources, "-o", str(binary), "-lpthread"],
         check=True,
     )
-    result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([str(binary)], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout

@@ -25,8 +25,8 @@ def recurse(depth: int) -> None:
 def churn(count: int) -> None:
     for i in range(count):
         namespace: dict = {}
-        exec(compile(f"def f_{i}():\n    return sum(range(2000))\n", f"<churn-{i}>", "exec"),
-             namespace)
+        source = f"def f_{i}():\n    return sum(range(2000))\n"
+        exec(compile(source, f"<churn-{i}>", "exec"), namespace)  # noqa: S102 - code churn
         namespace[f"f_{i}"]()
         del namespace
         if i % 20 == 0:

@@ -1,0 +1,29 @@
+"""Types of the Cython bridge (src/sigprof/_native.pyx)."""
+
+MIN_INTERVAL_NS: int
+FRAME_CODE: int
+FRAME_UNKNOWN: int
+FRAME_TRUNCATED: int
+
+RawFrame = tuple[int, str | None, str | None, int, int]
+
+def supported() -> tuple[bool, str]: ...
+def start(
+    interval_ns: int,
+    clock: str,
+    max_depth: int,
+    max_threads: int,
+    ring_capacity: int,
+    chain: bool,
+    threading_active: dict[int, object],
+    thread_names: dict[int, str],
+) -> None: ...
+def stop() -> None: ...
+def running() -> bool: ...
+def drain(
+    reset_interning: bool = ...,
+) -> tuple[int, list[RawFrame], int, list[tuple[int, ...]], list[tuple[int, int, int]]]: ...
+def collect() -> None: ...
+def counters() -> dict[str, object]: ...
+def ignore_sigprof_for_exec() -> None: ...
+def restore_sigprof_after_failed_exec() -> None: ...
