@@ -22,6 +22,7 @@ from sentry_sdk.profiler import transaction_profiler as sdk_profiler
 from sentry_sdk.utils import logger, nanosecond_time
 
 from sigprof.sample_source import SOURCE, EpochTables, RawSample
+from sigprof.sampler import Frame
 from sigprof.sentry_frames import FrameConverter
 
 MAX_PROFILE_DURATION_NS = sdk_profiler.MAX_PROFILE_DURATION_NS
@@ -36,6 +37,8 @@ class NativeProfile(sdk_profiler.Profile):
         self._epoch = -1
         self._local_stacks: dict[int, int] = {}
         self._local_frames: dict[int, int] = {}
+        self._frame_by_value: dict[Frame, int] = {}
+        self._stack_by_value: dict[tuple[int, ...], int] = {}
         self._thread_keys: dict[int, str] = {}
         self._samples_per_thread: dict[int, int] = {}
         self._registered = False
@@ -143,17 +146,28 @@ class NativeProfile(sdk_profiler.Profile):
         SOURCE.release(self)  # feeds the last samples first
 
     def _add_stack(self, stack_id: int, tables: EpochTables) -> int:
+        # Native ids restart with each interning epoch; the profile's own
+        # indexes are keyed by value, so a frame or stack met again in a new
+        # epoch is not sent twice.
         local_frames = self._local_frames
         frames: list[Any] = self.frames
         indexes = []
         for frame_id in tables.stacks[stack_id]:
             index = local_frames.get(frame_id)
             if index is None:
-                index = local_frames[frame_id] = len(frames)
-                frames.append(self._converter.convert(tables.frames[frame_id]))
+                frame = tables.frames[frame_id]
+                index = self._frame_by_value.get(frame)
+                if index is None:
+                    index = self._frame_by_value[frame] = len(frames)
+                    frames.append(self._converter.convert(frame))
+                local_frames[frame_id] = index
             indexes.append(index)
-        local = self._local_stacks[stack_id] = len(self.stacks)
-        self.stacks.append(indexes)
+        key = tuple(indexes)
+        local = self._stack_by_value.get(key)
+        if local is None:
+            local = self._stack_by_value[key] = len(self.stacks)
+            self.stacks.append(indexes)
+        self._local_stacks[stack_id] = local
         return local
 
 

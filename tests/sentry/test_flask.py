@@ -110,9 +110,10 @@ def test_trace_lifecycle_chunks_show_the_view(receiver: Receiver, served_app: st
     import sentry_sdk
 
     sentry_sdk.flush()
-    receiver.wait_for(
-        lambda r: len(r.payloads("transaction")) == REQUESTS and bool(r.payloads("profile_chunk"))
-    )
+    receiver.wait_for(lambda r: len(r.payloads("transaction")) == REQUESTS)
+    wanted = {e["contexts"]["profile"]["profiler_id"] for e in receiver.payloads("transaction")}
+    # each session's last chunk is sent just after the session ends
+    receiver.wait_for(lambda r: wanted <= {c["profiler_id"] for c in r.payloads("profile_chunk")})
     chunks = receiver.payloads("profile_chunk")
     for chunk in chunks:
         check_chunk(chunk)

@@ -56,10 +56,23 @@ def _functions(receiver: Receiver, samples: list[dict[str, Any]]) -> set:
     return names
 
 
+def _profiler_ids(event: dict[str, Any]) -> set:
+    ids = {span.get("data", {}).get("profiler_id") for span in event.get("spans", [])}
+    ids.add(event["contexts"].get("profile", {}).get("profiler_id"))
+    return ids - {None}
+
+
 def _settle(receiver: Receiver, transactions: int) -> None:
     wait_until(lambda: sigprof.continuous.SESSION.profiler_id is None)  # linger over
     sentry_sdk.flush()
     receiver.wait_for(lambda r: len(r.payloads("transaction")) >= transactions)
+
+    def chunks_arrived(r: Receiver) -> bool:
+        # the session's last chunk is sent just after its profiler_id is cleared
+        wanted = set().union(*(_profiler_ids(e) for e in r.payloads("transaction")))
+        return wanted <= {c["profiler_id"] for c in r.payloads("profile_chunk")}
+
+    receiver.wait_for(chunks_arrived)
     for chunk in receiver.payloads("profile_chunk"):
         check_chunk(chunk)
     for event in receiver.payloads("transaction"):
@@ -71,7 +84,8 @@ def _assert_linked(receiver: Receiver, span: dict[str, Any], function: str) -> N
     inside = samples_between(
         _all_samples(receiver), data["thread.id"], span["start_timestamp"], span["timestamp"]
     )
-    assert len(inside) >= 5, f"{len(inside)} samples inside {span.get('description')}"
+    # Sentry shows a thread from 2 samples on; no sampling rate is asserted (shared CI)
+    assert len(inside) >= 2, f"{len(inside)} samples inside {span.get('description')}"
     shown = _functions(receiver, inside)
     assert any(same_function(n, function) for n in shown), shown
     assert {c["profiler_id"] for c in receiver.payloads("profile_chunk")} >= {data["profiler_id"]}

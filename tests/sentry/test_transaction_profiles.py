@@ -92,8 +92,11 @@ def test_lost_event_outcomes(receiver: Receiver) -> None:
         original(reason, data_category=data_category, **kwargs)
 
     transport.record_lost_event = record  # type: ignore[method-assign]
+    with sentry_sdk.start_transaction(name="warms the sampler up"):
+        busy_request_handler(0.1)
+    # The sampler lingers after a profile: this one is far shorter than a tick.
     with sentry_sdk.start_transaction(name="too short"):
-        pass  # no second tick
+        pass
     sentry_sdk.get_client().options["profiles_sampler"] = lambda context: 0.0
     with sentry_sdk.start_transaction(name="not sampled"):
         busy_request_handler(0.1)
@@ -159,7 +162,12 @@ def test_profiles_span_interning_epochs(
     check_profile_v1(profile)
     thread = str(threading.get_ident())
     names = functions_in(profile["profile"], thread)
-    assert names.count("busy_request_handler") >= 50  # every sample's stack resolves to it
+    assert names.count("busy_request_handler") >= 2
+    # frames and stacks met again in a later epoch are not repeated
+    frames = [tuple(sorted(f.items())) for f in profile["profile"]["frames"]]
+    assert len(frames) == len(set(frames))
+    stacks = [tuple(stack) for stack in profile["profile"]["stacks"]]
+    assert len(stacks) == len(set(stacks))
     per_sample = [
         [
             profile["profile"]["frames"][i]["function"]
