@@ -324,7 +324,8 @@ if missing:
     sys.exit("missing from the wheel: " + ", ".join(missing))
 if sys.platform == "linux" and not any(n.startswith("sigprof/_native.") and n.endswith(".so") for n in names):
     sys.exit("the wheel has no sigprof/_native*.so")
-stray = sorted(n for n in names if n.startswith(("csrc/", "tests/", "src/")) or n.endswith((".c", ".o")))
+stray = sorted(n for n in names if n.startswith(("csrc/", "tests/", "src/"))
+               or n.endswith((".c", ".h", ".o", ".pyx", ".pxd")))
 if stray:
     sys.exit("the wheel carries source-tree files: " + ", ".join(stray))
 meta = email.message_from_bytes(z.read(dist_info + "METADATA"))
