@@ -131,15 +131,26 @@ def test_basic_setup_profiles_api_endpoints_always_and_the_rest_at_ten_percent(
     receiver: Receiver,
 ) -> None:
     run(BASIC, receiver)
+    transport = sentry_sdk.get_client().transport
+    assert transport is not None
+    lost: list[tuple[str, Any]] = []
+    record = transport.record_lost_event
 
-    def handle(path: str) -> None:
+    def count_lost(reason: str, data_category: Any = None, **kwargs: Any) -> None:
+        lost.append((reason, data_category))
+        record(reason, data_category=data_category, **kwargs)
+
+    transport.record_lost_event = count_lost  # type: ignore[method-assign]
+
+    def handle(path: str, seconds: float) -> None:
         with sentry_sdk.start_transaction(op="http.server", name=path):
-            busy(0.03)
+            busy(seconds)
 
     for _ in range(10):
-        handle("/api/orders")
+        handle("/api/orders", 0.15)  # long enough for a profile Sentry keeps
+    api_lost = list(lost)
     for _ in range(100):
-        handle("/home")
+        handle("/home", 0.01)
     sentry_sdk.flush()
     receiver.wait_for(lambda r: len(r.payloads("transaction")) == 110)
     profiled: dict[str, int] = {}
@@ -149,8 +160,12 @@ def test_basic_setup_profiles_api_endpoints_always_and_the_rest_at_ten_percent(
             check_profile_v1(profile)
             name = profile["transactions"][0]["name"]
             profiled[name] = profiled.get(name, 0) + 1
+    assert api_lost == []
     assert profiled.get("/api/orders") == 10
-    assert 1 <= profiled.get("/home", 0) <= 30  # 10 % of 100 (binomial: this fails ~1e-5)
+    # /home: the profile decision is drawn at 10 %; the rest are lost as sample_rate
+    home_sampled = 100 - lost.count(("sample_rate", "profile"))
+    assert 1 <= home_sampled <= 30  # binomial(100, 0.1): outside this ~3e-5
+    assert profiled.get("/home", 0) <= home_sampled
 
 
 def _chunks(receiver: Receiver) -> list[dict[str, Any]]:
