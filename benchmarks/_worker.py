@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import random
-import resource
 import sys
 import threading
 import time
@@ -28,6 +27,16 @@ from contenders import (
     sink_dump,
 )
 from workloads import WORKLOADS, WorkloadResult, _spin
+
+
+def _peak_rss_kib() -> int:
+    """VmHWM: this process's peak RSS. (ru_maxrss survives execve on Linux,
+    so a worker forked from a large parent would report the parent's.)"""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _rss_kib() -> int:
@@ -176,31 +185,45 @@ def figures(truth: WorkloadResult, collected: Collected, mode: str, rate: float)
 # ------------------------------------------------------------------ cost
 
 
-def cost_blocks(contender: Any, blocks: int, scale: float) -> dict[str, Any]:
+def cost_blocks(
+    contender: Any, blocks: int, scale: float, count: Callable[[], int]
+) -> dict[str, Any]:
     """Alternate blocks of cpu_deep with the profiler off and on (off-on,
     on-off, ...) in this one process: process-to-process differences (memory
-    layout, hash seed) are several percent here, more than a sampler's cost."""
+    layout, hash seed) are several percent here, more than a sampler's cost.
+
+    An "on" block pays sampling, stop and sending what was taken (sentry-sdk
+    serialises and sends at stop), not start. Blocks come in two sizes, so
+    the fixed cost of each stop-and-send (which a real session pays once a
+    minute, not once a block) can be told from the cost of each sample:
+    CPU difference = fixed + per_sample x samples. ``count()`` gives the
+    running thread's samples taken since it was last called."""
     from workloads import Recorder, WorkloadResult, _deep_loop
 
-    off: list[float] = []
-    on: list[float] = []
+    out: dict[str, list[float]] = {}
+    count()
     for index in range(blocks):
-        for phase in ("off", "on") if index % 2 == 0 else ("on", "off"):
-            # an "on" block pays sampling, stop, and sending what was taken
-            # (sentry-sdk serialises and sends after stop), not start
-            if phase == "on":
-                contender.start()
-            cpu0 = time.process_time()
-            _deep_loop(Recorder(WorkloadResult(), "MainThread", running=True), scale, depth=52)
-            if phase == "on":
-                contender.stop()
-                if "sentry_sdk" in sys.modules:
-                    import sentry_sdk
+        for size, block_scale in (("large", scale), ("small", scale / 8)):
+            for phase in ("off", "on") if index % 2 == 0 else ("on", "off"):
+                if phase == "on":
+                    contender.start()
+                cpu0 = time.process_time()
+                _deep_loop(
+                    Recorder(WorkloadResult(), "MainThread", running=True), block_scale, depth=52
+                )
+                if phase == "on":
+                    contender.stop()
+                    if "sentry_sdk" in sys.modules:
+                        import sentry_sdk
 
-                    sentry_sdk.flush(timeout=30)
-            spent = time.process_time() - cpu0
-            (on if phase == "on" else off).append(spent)
-    return {"cpu_on_s": on, "cpu_off_s": off}
+                        sentry_sdk.flush(timeout=30)
+                spent = time.process_time() - cpu0
+                out.setdefault(f"cpu_{phase}_{size}_s", []).append(spent)
+                if phase == "on":
+                    out.setdefault(f"samples_{size}", []).append(count())
+    out["cpu_on_s"] = out["cpu_on_large_s"]
+    out["cpu_off_s"] = out["cpu_off_large_s"]
+    return out
 
 
 # ------------------------------------------------------------------ main
@@ -242,27 +265,25 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         workload = WORKLOADS[ctx.workload]
 
     if spec.get("cost_blocks"):
+        main = threading.get_ident()
+        seen = {"n": 0}
+
+        def count() -> int:
+            if contender.uses_sentry:
+                import sentry_sdk
+
+                sentry_sdk.flush(timeout=30)
+                time.sleep(0.02)
+                dump = sink_dump(ctx, keep_profiles=False)
+                return int(dump["profile_samples_by_thread"].get(str(main), 0))
+            total = int(getattr(contender, "thread_counts", {}).get(main, 0))
+            new, seen["n"] = total - seen["n"], total
+            return new
+
         contender.start()  # warm up: first start pays imports and allocations
         contender.stop()
-        blocks = cost_blocks(contender, int(spec["cost_blocks"]), float(spec["scale"]))
-        if ctx.dsn is not None and "sentry_sdk" in sys.modules:
-            import sentry_sdk
-
-            sentry_sdk.flush(timeout=30)
-            time.sleep(0.05)
-            dump = sink_dump(ctx, keep_profiles=False)
-            samples = dump["profile_samples"]
-            main_samples = dump["profile_samples_by_thread"].get(str(threading.get_ident()), 0)
-        else:
-            samples = contender_sample_count(contender)
-            main_samples = getattr(contender, "thread_counts", {}).get(threading.get_ident(), 0)
-        return {
-            **out,
-            **blocks,
-            "samples_total": samples,
-            "main_thread_samples": main_samples,
-            "mode": contender.mode,
-        }
+        blocks = cost_blocks(contender, int(spec["cost_blocks"]), float(spec["scale"]), count)
+        return {**out, **blocks, "mode": contender.mode}
     gc.collect()
     rss_before = _rss_kib()
     try:
@@ -296,7 +317,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     out.update(
         wall_s=wall,
         cpu_s=cpu,
-        peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        peak_rss_kib=_peak_rss_kib(),
         rss_before_kib=rss_before,
         rss_after_stop_kib=rss_after_stop,
         mode=contender.mode,

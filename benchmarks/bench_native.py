@@ -13,8 +13,10 @@
    median sigprof gap minus median no-op gap. Medians of per-signal
    latencies resist a busy machine far better than CPU-time differences
    (2 us at 500 Hz is 0.1% of a core, below this machine's noise).
-   Under valgrind no signal reached the handler (timers do not fire there),
-   so there is no instruction count; perf has no hardware counters here.
+   Timings on a shared machine are noisy, so the same captures also run
+   under valgrind's callgrind: the signal handler's inclusive instruction
+   count divided by the samples it took (repeatable; perf has no hardware
+   counters on this VM).
 2. Drain/resolve cost per sample: samples accumulate in the ring at 500 Hz
    on four threads with 60-frame stacks, then one drain() is timed: cold (every
    frame and stack new) and warm (all interned already); samples() (frames
@@ -199,6 +201,103 @@ def child_capture(kind: str, depth: int, iterations: int, noop_library: str) -> 
     return result
 
 
+def child_callgrind(depth: int, seconds: float) -> dict[str, Any]:
+    """Runs under callgrind: sample this thread at `depth` for `seconds` of its
+    CPU time, cpu clock, 500 Hz; report how many samples it took."""
+    import sigprof
+
+    result: dict[str, Any] = {"depth": depth}
+
+    def body() -> None:
+        result["measured_depth"] = len(_stack_depth())
+        sampler = sigprof.Sampler(frequency=RATE, clock="cpu", max_stack_depth=256)
+        sampler.start()
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+        sampler.stop()
+        mine = [s for s in sampler.samples() if s.thread_id == threading.get_ident()]
+        result["signals"] = len(mine)
+        result["sampled_depth"] = statistics.median(len(s.frames) for s in mine) if mine else 0
+
+    _at_depth(depth, body)
+    return result
+
+
+def callgrind_inclusive(path: str, function: str) -> int:
+    """Inclusive instruction count of one function in a callgrind output file
+    (its own cost lines plus the inclusive cost of the calls it makes)."""
+    names: dict[str, str] = {}
+    current: str | None = None
+    total = 0
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith("fn="):
+                spec = line[3:].strip()
+                if spec.startswith("("):
+                    key, _, name = spec.partition(")")
+                    if name.strip():
+                        names[key] = name.strip()
+                    current = names.get(key)
+                else:
+                    current = spec
+                continue
+            if current != function or not line.strip():
+                continue
+            if line[0].isdigit() or line[0] in "+-*":
+                parts = line.split()
+                if len(parts) >= 2:
+                    total += int(parts[-1])
+    return total
+
+
+def run_callgrind(depths: tuple[int, ...], seconds: float, log: Any) -> dict[str, Any]:
+    """Instructions per capture, from callgrind: repeatable where timings are
+    not. None when valgrind is missing."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return {"error": "valgrind is not installed"}
+    out: dict[str, Any] = {}
+    for depth in depths:
+        directory = tempfile.mkdtemp(prefix="sigprof-bench-callgrind-")
+        path = os.path.join(directory, "callgrind.out")
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={path}",
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            "callgrind",
+            str(depth),
+            str(seconds),
+        ]
+        try:
+            process = subprocess.run(
+                command, check=False, capture_output=True, text=True, timeout=900
+            )
+        except subprocess.TimeoutExpired:
+            out[str(depth)] = {"error": "timed out"}
+            continue
+        lines = process.stdout.strip().splitlines()
+        if process.returncode != 0 or not lines or not os.path.exists(path):
+            out[str(depth)] = {"error": process.stderr[-1000:]}
+            continue
+        child = json.loads(lines[-1])
+        instructions = callgrind_inclusive(path, "on_sigprof")
+        shutil.rmtree(directory, ignore_errors=True)
+        signals = child.get("signals", 0)
+        out[str(depth)] = {
+            "signals": signals,
+            "sampled_depth": child.get("sampled_depth"),
+            "instructions": instructions,
+            "instructions_per_sample": instructions / signals if signals else None,
+        }
+        log(f"  callgrind depth {depth}: {out[str(depth)]}")
+    return out
+
+
 def _churn(depth: int, stop: threading.Event, seed: int) -> None:
     rng = random.Random(seed)
 
@@ -285,7 +384,7 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(quick: bool, log: Any) -> dict[str, Any]:
+def run(quick: bool, log: Any, callgrind: bool = True) -> dict[str, Any]:
     library = _build_noop()
     reps = 2 if quick else 7
     iterations = 1_000_000 if quick else 4_000_000
@@ -366,7 +465,13 @@ def run(quick: bool, log: Any) -> dict[str, Any]:
                 "us_per_sample": _spread(values),
                 "samples": statistics.median(d[phase]["samples"] for d in drain_good),
             }
+    if callgrind:
+        log("  callgrind")
+        callgrind_result = run_callgrind((60,) if quick else DEPTHS, 0.3 if quick else 1.0, log)
+    else:
+        callgrind_result = {"error": "skipped (--no-callgrind)"}
     result = {
+        "callgrind": callgrind_result,
         "capture": capture,
         "drain": summary,
         "runs": runs,
@@ -418,6 +523,30 @@ def table(result: dict[str, Any]) -> list[str]:
             f"| {fmt(wall, 'capture_us')} | {fmt(noop, 'interruption_us')} "
             f"| {fmt(cpu, 'interruption_us')} | {'-' if rate is None else f'{rate:.0f}'} |"
         )
+    callgrind = result.get("callgrind") or {}
+    rows = [
+        (d, e)
+        for d, e in sorted(callgrind.items(), key=lambda i: int(i[0]))
+        if isinstance(e, dict) and e.get("instructions_per_sample")
+    ]
+    if rows:
+        lines += [
+            "",
+            (
+                "Instructions per capture (valgrind --tool=callgrind, inclusive cost of the "
+                "signal handler divided by the samples it took; repeatable):"
+            ),
+            "",
+            "| stack depth (sampled) | instructions per sample | samples |",
+            "|---|---|---|",
+        ]
+        for depth, entry in rows:
+            lines.append(
+                f"| {depth} ({entry['sampled_depth']}) "
+                f"| {entry['instructions_per_sample']:.0f} | {entry['signals']} |"
+            )
+    elif callgrind.get("error"):
+        lines += ["", f"callgrind: {callgrind['error'][:200]}"]
     drain = result["drain"]
     if drain:
         lines += [
@@ -446,6 +575,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         if sys.argv[2] == "capture":
             out = child_capture(sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        elif sys.argv[2] == "callgrind":
+            out = child_callgrind(int(sys.argv[3]), float(sys.argv[4]))
         else:
             out = child_drain(float(sys.argv[3]))
         print(json.dumps(out))
@@ -457,6 +588,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     parser.add_argument("--python", help="interpreter for the venv: a path or a pyenv version")
     parser.add_argument("--no-venv", action="store_true")
+    parser.add_argument("--no-callgrind", action="store_true", help="skip the valgrind run")
     parser.add_argument("--sigprof-source", choices=["tree", "head"], default="tree")
     args = parser.parse_args()
     if not args.no_venv:
@@ -467,7 +599,7 @@ def main() -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    result = run(args.quick, log)
+    result = run(args.quick, log, callgrind=not args.no_callgrind)
     if args.json:
         print(json.dumps(result, default=str))
     else:

@@ -54,8 +54,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scale": 0.15,
         "web_scale": 0.3,
         "cost_reps": 2,
-        "cost_scale": 0.1,
-        "cost_blocks": 6,
+        "cost_scale": 0.2,
+        "cost_blocks": 4,
         "soak_seconds": 8,
         "chunk_seconds": 1,
         "matrix_budget_s": 100,
@@ -66,8 +66,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scale": 1.2,
         "web_scale": 1.2,
         "cost_reps": 5,
-        "cost_scale": 0.6,
-        "cost_blocks": 8,
+        "cost_scale": 0.8,
+        "cost_blocks": 6,
         "soak_seconds": 90,
         "chunk_seconds": 2,
         "matrix_budget_s": 1200,  # on a slow machine, fewer pairs rather than a longer run
@@ -292,8 +292,9 @@ def run_cost(
     runner: Runner, contenders: list[str], reps: int, blocks: int, scale: float, log: Any
 ) -> dict[str, dict[str, Any]]:
     """Cost per sample: in each of `reps` fresh processes, blocks of cpu_deep
-    alternate with the profiler off and on at the highest rate; the cost is
-    (CPU on - CPU off) / thread stacks sampled. Median over processes."""
+    alternate with the profiler off and on at the highest rate, in two sizes;
+    CPU difference = fixed (stop and send) + per_sample x samples of the
+    running thread. Median over processes."""
     out: dict[str, dict[str, Any]] = {}
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for rep in range(reps):
@@ -302,35 +303,39 @@ def run_cost(
                 continue
             result = runner.run("cpu_deep", contender, MAX_RATE, scale, cost_blocks=blocks)
             runs[contender].append(result)
-            if _ok(result) and result.get("samples_total"):
-                # the median of the per-block differences resists a busy neighbour
-                on, off = result["cpu_on_s"], result["cpu_off_s"]
-                diff = statistics.median(a - b for a, b in zip(on, off))
-                blocks_on = len(on)
-                per_block_all = result["samples_total"] / blocks_on
-                per_block_main = result["main_thread_samples"] / blocks_on
-                result["us_per_sample"] = 1e6 * diff / per_block_all
-                result["us_per_main_sample"] = (
-                    1e6 * diff / per_block_main if per_block_main else None
+            if not _ok(result) or "samples_large" not in result:
+                continue
+            # medians of per-block differences resist a busy neighbour
+            diffs = {
+                size: statistics.median(
+                    a - b for a, b in zip(result[f"cpu_on_{size}_s"], result[f"cpu_off_{size}_s"])
                 )
-                result["samples_per_s"] = result["samples_total"] / sum(on)
-                result["main_samples_per_s"] = result["main_thread_samples"] / sum(on)
-                result["overhead_pct"] = 100 * statistics.median(a / b - 1 for a, b in zip(on, off))
-                log(
-                    f"  rep {rep + 1}/{reps} {contender:<13} "
-                    f"{result['us_per_sample']:8.2f} us/stack, "
-                    f"{_fmt(result['us_per_main_sample'], 2)} us/main-thread sample, "
-                    f"{result['samples_per_s']:.0f} stacks/s, CPU {result['overhead_pct']:+.2f}%"
-                )
+                for size in ("large", "small")
+            }
+            samples = {size: statistics.median(result[f"samples_{size}"]) for size in diffs}
+            if samples["large"] <= samples["small"]:
+                continue
+            per_sample = (diffs["large"] - diffs["small"]) / (samples["large"] - samples["small"])
+            result["us_per_sample"] = 1e6 * per_sample
+            result["fixed_ms"] = 1e3 * (diffs["small"] - per_sample * samples["small"])
+            result["us_per_sample_with_fixed"] = 1e6 * diffs["large"] / samples["large"]
+            on = result["cpu_on_large_s"]
+            result["samples_per_s"] = samples["large"] / statistics.median(on)
+            result["overhead_pct"] = 100 * statistics.median(
+                a / b - 1 for a, b in zip(on, result["cpu_off_large_s"])
+            )
+            log(
+                f"  rep {rep + 1}/{reps} {contender:<13} {result['us_per_sample']:8.2f} us/sample "
+                f"(+{result['fixed_ms']:.2f} ms per stop-and-send), "
+                f"{result['samples_per_s']:.0f} samples/s, CPU {result['overhead_pct']:+.2f}%"
+            )
     for contender, results in runs.items():
         good = [r for r in results if "us_per_sample" in r]
         entry: dict[str, Any] = {
-            "us_per_sample": _median_spread([r["us_per_sample"] for r in good]),
-            "us_per_main_sample": _median_spread(
-                [r["us_per_main_sample"] for r in good if r["us_per_main_sample"] is not None]
-            ),
-            "main_samples_per_s": (
-                statistics.median([r["main_samples_per_s"] for r in good]) if good else None
+            "us_per_main_sample": _median_spread([r["us_per_sample"] for r in good]),
+            "fixed_ms": _median_spread([r["fixed_ms"] for r in good]),
+            "us_per_sample_with_fixed": _median_spread(
+                [r["us_per_sample_with_fixed"] for r in good]
             ),
             "samples_per_s": statistics.median([r["samples_per_s"] for r in good])
             if good
@@ -451,29 +456,29 @@ def render(results: dict[str, Any]) -> str:
     if cost:
         lines.append("")
         lines.append(
-            f"Cost per sample at {MAX_RATE} Hz on cpu_deep (blocks with the profiler on "
-            "and off alternating in one process; CPU on minus CPU off, divided by thread "
-            "stacks sampled; median ±half-range over processes), and what it implies "
-            "for one running thread at 101 Hz:"
+            f"Cost per sample at {MAX_RATE} Hz on cpu_deep: in one process, blocks with the "
+            "profiler on and off alternate, in two sizes; the median CPU difference per block "
+            "= fixed cost of each stop-and-send + cost per sample x samples of the running "
+            "thread. Median ±half-range over fresh processes. At 101 Hz the overhead is cost "
+            "x 101 per running thread (the fixed cost is paid once per chunk, every 60 s):"
         )
         lines.append("")
         lines.append(
-            "| contender | us per thread stack (all threads) | thread stacks/s "
-            "| us per running-thread sample | running-thread samples/s | CPU % at 500 Hz "
-            "| implied CPU % at 101 Hz |"
+            "| contender | us per sample | fixed ms per stop-and-send | us per sample incl. "
+            "fixed | samples per CPU-second | CPU % at 500 Hz (large blocks) | implied CPU % at 101 Hz |"
         )
         lines.append("|---|---|---|---|---|---|---|")
         for contender, entry in cost.items():
             if entry.get("unavailable"):
-                lines.append(f"| {contender} | n/a ({entry['unavailable'][:60]}) | | |")
+                lines.append(f"| {contender} | n/a ({entry['unavailable'][:60]}) | | | | | |")
                 continue
-            stat = entry["us_per_main_sample"]
+            stat = entry.get("us_per_main_sample")
             implied = None if stat is None else stat["median"] * RATE / 1e4
             lines.append(
-                f"| {contender} | {_fmt_ms(entry['us_per_sample'], 2)} "
-                f"| {_fmt(entry['samples_per_s'], 0)} | {_fmt_ms(stat, 2)} "
-                f"| {_fmt(entry['main_samples_per_s'], 0)} "
-                f"| {_fmt_ms(entry['overhead_pct'], 2)} | {_fmt(implied, 3)} |"
+                f"| {contender} | {_fmt_ms(stat, 2)} | {_fmt_ms(entry.get('fixed_ms'), 2)} "
+                f"| {_fmt_ms(entry.get('us_per_sample_with_fixed'), 2)} "
+                f"| {_fmt(entry.get('samples_per_s'), 0)} "
+                f"| {_fmt_ms(entry.get('overhead_pct'), 2)} | {_fmt(implied, 3)} |"
             )
     soak = results.get("soak")
     if soak:
@@ -524,7 +529,7 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
 
     def add(target: str, met: bool | None, figure: str) -> None:
-        status = "no data" if met is None else ("met" if met else "MISSED")
+        status = "no data / inconclusive" if met is None else ("met" if met else "MISSED")
         out.append({"target": target, "status": status, "figure": figure})
 
     def med(cell: dict[str, Any] | None, key: str) -> float | None:
@@ -612,6 +617,31 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
                 entry["growth_mib"] <= 2,
                 f"{entry['growth_mib']:+.1f} MiB over {entry['samples']} samples",
             )
+    cost = results.get("cost") or {}
+
+    def cost_of(name: str) -> float | None:
+        stat = (cost.get(name) or {}).get("us_per_main_sample")
+        return None if not stat else float(stat["median"])
+
+    theirs = cost_of("sentry_cont")
+    for clock in ("sigprof_wall", "sigprof_cpu"):
+        ours = cost_of(clock)
+        if ours is None:
+            continue
+        implied = ours * RATE / 1e4
+        add(
+            f"{clock}: overhead at 101 Hz implied by the cost per sample <= 0.5%",
+            implied <= 0.5,
+            f"{ours:.1f} us per sample x {RATE} Hz = {implied:.3f}%",
+        )
+        if theirs is not None:
+            ratio = theirs / max(ours, 0.1)
+            add(
+                f"{clock}: cost per running-thread sample >= 10x lower than sentry-sdk's "
+                "continuous profiler",
+                ratio >= 10,
+                f"{ratio:.1f}x ({theirs:.1f} us vs {ours:.1f} us)",
+            )
     native = results.get("native") or {}
     capture = (native.get("capture") or {}).get("60")
     if capture:
@@ -619,7 +649,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
         callgrind = (native.get("callgrind") or {}).get("60")
         if callgrind:
             figure += f"; callgrind {callgrind['instructions_per_sample']:.0f} instructions"
-        add("capture of a 60-frame stack <= 2 us", capture["us_median"] <= 2, figure)
+        # a spread wider than the target means the timing cannot tell
+        met = None if capture["us_spread"] > 2 else capture["us_median"] <= 2
+        add("capture of a 60-frame stack <= 2 us", met, figure)
     return out
 
 
