@@ -90,6 +90,20 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
     record->depth = depth;
 }
 
+uint64_t sp_stack_fingerprint(struct _ts *tstate)
+{
+    _PyInterpreterFrame *frame = leaf_frame(tstate);
+    if (frame == NULL) {
+        return 1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    uintptr_t instr = (uintptr_t)frame->instr_ptr;
+#else
+    uintptr_t instr = (uintptr_t)frame->prev_instr;
+#endif
+    return ((uint64_t)(uintptr_t)frame * 0x9E3779B97F4A7C15ULL) ^ instr ^ 2;
+}
+
 #else /* 3.9 and 3.10: a linked list of frame objects */
 
 void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
@@ -123,6 +137,15 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
         frame = back;
     }
     record->depth = depth;
+}
+
+uint64_t sp_stack_fingerprint(struct _ts *tstate)
+{
+    PyFrameObject *frame = tstate->frame;
+    if (frame == NULL) {
+        return 1;
+    }
+    return ((uint64_t)(uintptr_t)frame * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)(uint32_t)frame->f_lasti ^ 2;
 }
 
 #endif

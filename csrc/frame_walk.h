@@ -13,4 +13,10 @@ struct _ts;
  * is what is kept. */
 void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth);
 
+/* Where the thread's leaf frame is and which instruction it is at: a few
+ * words read from another thread's state, no signal. A blocked thread keeps
+ * its fingerprint; a thread that ran Python code almost always changes it.
+ * Reads memory that may be freed under it: call under the fault guard. */
+uint64_t sp_stack_fingerprint(struct _ts *tstate);
+
 #endif

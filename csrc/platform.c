@@ -184,9 +184,8 @@ int sp_fault_guard_install(char *error, size_t error_len)
     return 0;
 }
 
-int sp_guarded_run(void (*walk)(void *), void *argument)
+int sp_guarded_run(pid_t tid, void (*walk)(void *), void *argument)
 {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
     int entry = -1;
     for (int i = 0; i < SP_MAX_GUARDED_THREADS && entry < 0; i++) {
         pid_t expected = 0;
@@ -389,8 +388,9 @@ int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int ch
     (void)chain;
     return sp_platform_supported(error, error_len) ? 0 : -1;
 }
-int sp_guarded_run(void (*walk)(void *), void *argument)
+int sp_guarded_run(pid_t tid, void (*walk)(void *), void *argument)
 {
+    (void)tid;
     walk(argument);
     return 0;
 }

@@ -63,8 +63,9 @@ size_t sp_altstack_size(void);
  * SIGBUS) turned into an early return of -1: frame memory can be freed under
  * a signal handler (CPython pops a frame's data-stack chunk an instant before
  * it unlinks the frame when it creates a generator). Faults anywhere else go
- * to the handler that was there before. Async-signal-safe; 0 when it ran. */
-int sp_guarded_run(void (*walk)(void *), void *argument);
+ * to the handler that was there before. tid is the caller's kernel thread
+ * id. Async-signal-safe; 0 when it ran. */
+int sp_guarded_run(pid_t tid, void (*walk)(void *), void *argument);
 /* Installs the fault handler once (chaining to the existing ones). */
 int sp_fault_guard_install(char *error, size_t error_len);
 

@@ -29,6 +29,7 @@ typedef struct {
     int64_t base_ns;
     PyInterpreterState *interp;
     PyThreadState *collector_tstate;
+    pid_t ticker_tid, collector_tid;
     sp_ring ring;
     sp_thread_registry registry;
     sp_resolver resolver;
@@ -64,11 +65,11 @@ static void walk_job(void *argument)
 
 /* Walks under the fault guard; a walk cut short by a fault is recorded as
  * such (the resolver names it unknown), never left uncommitted. */
-static void walk_into(struct _ts *tstate, sp_record *record)
+static void walk_into(pid_t tid, struct _ts *tstate, sp_record *record)
 {
     sp_walk_job job = {tstate, record};
     record->depth = 0;
-    if (sp_guarded_run(walk_job, &job) != 0) {
+    if (sp_guarded_run(tid, walk_job, &job) != 0) {
         record->depth = 0;
         record->flags |= SP_RECORD_FAULTED;
     }
@@ -83,10 +84,11 @@ static void capture_current_thread(uint64_t cookie)
     }
     uint32_t index = sp_cookie_slot(cookie);
     sp_thread_slot *slot = index < S.registry.capacity ? &S.registry.slots[index] : NULL;
+    pid_t tid = sp_current_tid();
     /* Only ever walk the interrupted thread's own stack. */
     if (slot == NULL || atomic_load_explicit(&slot->state, memory_order_acquire) != SP_SLOT_ALIVE ||
         atomic_load(&slot->generation) != sp_cookie_generation(cookie) ||
-        slot->tid != sp_current_tid()) {
+        slot->tid != tid) {
         atomic_fetch_add(&S.stale_signals, 1);
         atomic_fetch_sub(&S.handlers_active, 1);
         return;
@@ -106,13 +108,63 @@ static void capture_current_thread(uint64_t cookie)
         record->slot = index;
         record->kind = SP_RECORD_SIGNAL_SAMPLE;
         record->flags = 0;
-        walk_into(slot->tstate, record);
+        walk_into(tid, slot->tstate, record);
         sp_ring_commit(&S.ring, position);
     }
     atomic_fetch_sub(&S.handlers_active, 1);
 }
 
 /* ---------------- the ticker: no GIL, no Python ---------------- */
+
+typedef struct {
+    struct _ts *tstate;
+    uint64_t fingerprint;
+} sp_fingerprint_job;
+
+static void fingerprint_job(void *argument)
+{
+    sp_fingerprint_job *job = argument;
+    job->fingerprint = sp_stack_fingerprint(job->tstate);
+}
+
+/* 0 when the thread state could not be read. */
+static uint64_t fingerprint_of(pid_t tid, struct _ts *tstate)
+{
+    sp_fingerprint_job job = {tstate, 0};
+    return sp_guarded_run(tid, fingerprint_job, &job) == 0 ? job.fingerprint : 0;
+}
+
+typedef struct {
+    volatile uint32_t next; /* read back after a fault: never cached in a register */
+    uint32_t end;
+} sp_fingerprint_pass;
+
+static void fingerprint_pass(void *argument)
+{
+    sp_fingerprint_pass *pass = argument;
+    for (; pass->next < pass->end; pass->next++) {
+        sp_thread_slot *slot = &S.registry.slots[pass->next];
+        slot->still_idle = 0;
+        if (atomic_load_explicit(&slot->state, memory_order_acquire) == SP_SLOT_ALIVE &&
+            atomic_load_explicit(&slot->idle_state, memory_order_acquire) == SP_IDLE_REPEATING &&
+            slot->idle_fingerprint != 0) {
+            slot->still_idle = sp_stack_fingerprint(slot->tstate) == slot->idle_fingerprint;
+        }
+    }
+}
+
+/* Which repeating threads are still at the frame and instruction they
+ * blocked at: one guarded pass over all of them, no system call per thread. */
+static void mark_still_idle(uint32_t end)
+{
+    sp_fingerprint_pass pass = {0, end};
+    while (pass.next < end) {
+        if (sp_guarded_run(S.ticker_tid, fingerprint_pass, &pass) != 0) {
+            S.registry.slots[pass.next].still_idle = 0;
+            pass.next++;
+        }
+    }
+}
 
 static void wake_collector(void)
 {
@@ -151,11 +203,14 @@ static void request_capture(sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
  * REPEATING->RUNNING; only the collector moves a REQUESTED thread on. */
 static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
 {
+    int idle_state = atomic_load_explicit(&slot->idle_state, memory_order_acquire);
+    if (idle_state == SP_IDLE_REPEATING && slot->still_idle) {
+        return; /* still where it blocked: nothing to do, no system call */
+    }
     int64_t cpu = sp_thread_cpu_ns(slot->tid);
     if (cpu < 0) {
         return; /* exiting: its sentinel will say so */
     }
-    int idle_state = atomic_load_explicit(&slot->idle_state, memory_order_acquire);
     uint64_t cookie = sp_cookie_make(index, atomic_load(&slot->generation));
     if (cpu == slot->last_cpu_ns) {
         /* No CPU since the last tick: blocked, or runnable but preempted. The
@@ -193,6 +248,9 @@ static void tick_pass(int64_t tick)
         atomic_store(&S.want_scan, 1);
     }
     uint32_t high_water = atomic_load(&S.registry.high_water);
+    if (S.config.clock == SP_CLOCK_WALL) {
+        mark_still_idle(high_water);
+    }
     for (uint32_t index = 0; index < high_water; index++) {
         sp_thread_slot *slot = &S.registry.slots[index];
         int state = atomic_load_explicit(&slot->state, memory_order_acquire);
@@ -213,6 +271,7 @@ static void *ticker_main(void *unused)
 {
     (void)unused;
     sp_block_sigprof(1);
+    S.ticker_tid = sp_current_tid();
     int64_t tick = 0;
     while (!atomic_load(&S.stopping)) {
         sp_sleep_until_ns(S.base_ns + (tick + 1) * S.config.interval_ns);
@@ -333,8 +392,9 @@ static void capture_blocked_threads(void)
         record->slot = index;
         record->kind = SP_RECORD_IDLE_START;
         record->flags = 0;
-        walk_into(slot->tstate, record);
+        walk_into(S.collector_tid, slot->tstate, record);
         sp_ring_commit(&S.ring, position);
+        slot->idle_fingerprint = fingerprint_of(S.collector_tid, slot->tstate);
         atomic_store_explicit(&slot->idle_state, SP_IDLE_REPEATING, memory_order_release);
     }
 }
@@ -353,6 +413,7 @@ static void *collector_main(void *unused)
 {
     (void)unused;
     sp_block_sigprof(1);
+    S.collector_tid = sp_current_tid();
     PyGILState_STATE gil = PyGILState_Ensure();
     S.collector_tstate = PyThreadState_Get();
     scan_threads();

@@ -45,6 +45,8 @@ typedef struct {
     _Atomic int idle_state;
     /* ticker-private */
     int64_t last_cpu_ns;
+    uint64_t idle_fingerprint; /* written with REPEATING by the collector */
+    int still_idle;            /* ticker-private, this tick */
     /* idle capture request, written by the ticker before REQUESTED is published */
     int64_t request_tick;
     int64_t request_cpu_ns;

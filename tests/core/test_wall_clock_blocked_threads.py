@@ -64,9 +64,11 @@ def test_blocked_threads_repeat_without_signals(sampler_factory):
             assert sample.frames[0].function.endswith(f"<locals>.{function}")
         ident = threads[0 if name == "sleeper" else 1].ident
         assert stats["signals"].get(ident, 0) == 0, (name, stats["signals"])
+    # The running main thread is sampled by signals. (When other processes
+    # keep it off the CPU for several ticks, their signals merge into one.)
     main = by_thread["MainThread"]
-    assert len(main) >= ticks * 0.9
-    assert stats["signals"][threading.main_thread().ident] >= ticks * 0.9
+    assert len(main) >= ticks * 0.5
+    assert stats["signals"][threading.main_thread().ident] >= ticks * 0.5
 
 
 def test_thread_that_wakes_up_is_sampled_again(sampler_factory):
