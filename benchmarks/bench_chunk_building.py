@@ -6,8 +6,9 @@ Both sides get the same samples: 8 threads, 60-frame stacks, 101 Hz for
 60 s (48,480 samples over 160 distinct stacks). Measured, per chunk:
 
 - sigprof: what `ChunkSession` does with the interned batches that
-  `Sampler.drain()` returns: convert the epoch's frames once, build the
-  payload (one dict per sample), and serialise the envelope.
+  `Sampler.drain()` returns: convert the epoch's frames (cached across
+  chunks, as in a running service), write the chunk's JSON (the samples
+  array directly, no dict per sample), and serialise the envelope.
 - sentry-sdk: what its `ProfileBuffer` does with the samples its sampler
   thread extracted: `ProfileChunk.write()` once per tick (indexing every
   thread's stack), `to_json()`, and serialising the envelope.
