@@ -30,11 +30,15 @@ def chunk_json(
     samples: Sequence[RawSample],
     unix_offset_ns: int,
     thread_names: Mapping[int, str],
-    options: dict[str, Any] | None,
+    options: Mapping[str, Any] | None,
     sdk_name: str,
+    sdk_version: str = VERSION,
 ) -> bytes:
-    """A format v2 `profile_chunk` payload, as JSON. Sample timestamps become
-    Unix seconds on the spans' clock by adding unix_offset_ns."""
+    """A format v2 `profile_chunk` payload, as JSON: THE chunk builder, used by
+    the Sentry layer (`continuous.py`) and by local mode (`exports.sentry_chunk`,
+    `local_chunks`). Sample timestamps become Unix seconds on the spans' clock
+    by adding unix_offset_ns. `options` gives `release`, `environment` and
+    `dist`, and sentry-sdk's in_app rules for frames without `in_app` yet."""
     thread_keys: dict[int, str] = {}
     for _, thread_id, _ in samples:
         if thread_id not in thread_keys:
@@ -43,7 +47,7 @@ def chunk_json(
     marker = uuid.uuid4().hex  # stands for the samples, written below
     payload: dict[str, Any] = {
         "chunk_id": chunk_id,
-        "client_sdk": {"name": sdk_name, "version": VERSION},
+        "client_sdk": {"name": sdk_name, "version": sdk_version},
         "platform": "python",
         "profile": {
             "frames": frames,

@@ -2,27 +2,32 @@
 one Sentry ``profile_chunk`` JSON file per minute into a directory, and
 ``sigprof report DIR`` merges them into one view.
 
-How ``sigprof.init()`` (no DSN) should use it::
+``sigprof.init(output_dir=DIR)`` without a DSN (or with ``SIGPROF_OUTPUT_DIR``
+set) starts a ``LocalChunkWriter``; it can also be used directly::
 
-    from sigprof.local_chunks import LocalChunkWriter, output_dir_from_env
+    from sigprof.local_chunks import LocalChunkWriter
 
-    directory = output_dir or output_dir_from_env()      # SIGPROF_OUTPUT_DIR
-    if dsn is None and directory:
-        writer = LocalChunkWriter(Sampler(frequency, clock), directory,
-                                  release=release, environment=environment)
-        writer.start()      # starts the sampler if it is not running yet
-        ...
-        writer.stop()       # optional: also runs at interpreter exit
+    writer = LocalChunkWriter("/var/tmp/profiles", release="svc@1.2")
+    writer.start()      # samples until stop() or interpreter exit
+    ...
+    writer.stop()       # optional: also runs at interpreter exit
+
+The writer is a consumer of the process's one native sampler
+(``sigprof.sample_source.SOURCE``, the one the Sentry layer's transaction
+profiles, chunks and profiling spans share; only one native sampler can run
+per process). Like the Sentry layer's chunk session it cuts the sampler's
+interning epochs, one per chunk, so a chunk's frames and stacks are the
+epoch's tables as they stand; the JSON is written by the same builder
+(``sigprof.envelopes.chunk_json``). Frequency and clock are the source's
+(``SigprofIntegration(frequency=..., clock=...)`` under ``sigprof.init``).
 
 Each file is a complete chunk that Sentry would accept (so it could be sent
 later), written atomically: a temporary dot-file renamed into place, so a
 reader never sees half a file. File names sort by time:
 ``sigprof-chunk-20261125T084000Z-<pid>-<seq>.json``.
 
-The writer must be the only reader of its sampler (it calls
-``drain(reset_interning=True)``, so each chunk carries every frame it uses).
-After ``os.fork()`` the child has no flusher thread and writes nothing of
-the parent's: call ``start()`` again there to profile the child.
+After ``os.fork()`` the child writes nothing of the parent's: call
+``start()`` again there to profile the child.
 """
 
 from __future__ import annotations
@@ -30,19 +35,25 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Callable
 
 from sigprof.exports import sentry_chunk, write_atomically
-from sigprof.profile_model import Profile, ProfileBuilder
-from sigprof.sampler import Sampler
+from sigprof.profile_model import Profile
+from sigprof.sample_source import SOURCE, EpochTables, RawSample
+from sigprof.sampler import Frame
 
 ENV_OUTPUT_DIR = "SIGPROF_OUTPUT_DIR"
 CHUNK_INTERVAL_S = 60.0
 FILE_PREFIX = "sigprof-chunk-"
+
+# (frames, stacks, samples, unix offset) of a chunk waiting to be written
+_PendingChunk = tuple[list[Frame], list[tuple[int, ...]], list[RawSample], int]
 
 
 def output_dir_from_env() -> str | None:
@@ -50,12 +61,12 @@ def output_dir_from_env() -> str | None:
 
 
 class LocalChunkWriter:
-    """Drains ``sampler`` every ``interval_s`` seconds from a daemon thread
-    and writes what it took as one chunk file in ``directory``."""
+    """Takes samples from the shared native sampler and writes them as one
+    chunk file in ``directory`` every ``interval_s`` seconds (from the
+    sampler's housekeeping thread), and a last one on stop()."""
 
     def __init__(
         self,
-        sampler: Sampler,
         directory: str | None = None,
         *,
         interval_s: float = CHUNK_INTERVAL_S,
@@ -71,103 +82,133 @@ class LocalChunkWriter:
         os.makedirs(directory, exist_ok=True)
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write chunk files into {directory}")
-        self.sampler = sampler
         self.directory = directory
         self.interval_s = interval_s
         self.profiler_id = profiler_id or uuid.uuid4().hex
         self.release = release
         self.environment = environment
         self.written: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._owns_sampler = False
-        self._excluded: set[int] = set()
+        self._lock = threading.Lock()  # taken after SOURCE.lock, never before
+        self._running = False
+        self._samples: list[RawSample] = []
+        self._pending: list[_PendingChunk] = []
+        self._chunk_started = 0.0
+        self._unix_offset_ns = 0
         self._sequence = 0
         self._pid = os.getpid()
+        self._exit_hook_registered = False
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._running and self._pid == os.getpid()
 
     def start(self) -> None:
+        """Starts taking samples (starting the shared sampler if needed).
+        Raises sigprof.SamplerError when the native sampler cannot run."""
         if self._pid != os.getpid():
             self._forget_parent()
-        if self.running:
+        if self._running:
             return
-        self._pid = os.getpid()
-        if not self.sampler.running:
-            self.sampler.start()
-            self._owns_sampler = True
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="sigprof-chunk-writer", daemon=True)
-        self._thread.start()
-        if self._thread.ident is not None:  # the flusher
-            self._excluded.add(self._thread.ident)  # only waits: not the service's time
-        atexit.register(self.stop)
+        SOURCE.add_periodic(self._periodic)
+        with SOURCE.lock:
+            self._samples = []
+            self._chunk_started = time.monotonic()
+            if not SOURCE.acquire(self, new_epoch=True):
+                from sigprof.sampler import SamplerError
+
+                raise SamplerError(SOURCE.last_error or "the native sampler did not start")
+            self._unix_offset_ns = SOURCE.to_unix_ns(0)
+            self._running = True
+        if not self._exit_hook_registered:
+            _at_exit(self.stop)
+            self._exit_hook_registered = True
 
     def stop(self) -> None:
-        """Stops the flusher (and the sampler if start() started it) and
-        writes what is left as a last chunk."""
-        atexit.unregister(self.stop)
+        """Stops taking samples and writes what is left as a last chunk. The
+        shared sampler stops too unless someone else still uses it."""
         if self._pid != os.getpid():
-            # a forked child: the thread and the samples are the parent's
+            # a forked child: the samples are the parent's
             self._forget_parent()
             return
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
-        if self._owns_sampler:
-            self.sampler.stop()
-            self._owns_sampler = False
-        self.flush()
-
-    def _forget_parent(self) -> None:
-        self._thread = None
-        self._owns_sampler = False
-        self._excluded = set()
-        self._pid = os.getpid()
+        with SOURCE.lock:
+            if not self._running:
+                return
+            SOURCE.release(self)  # feeds the last samples first
+            self._stash(SOURCE.tables)
+            self._running = False
+        self._write_pending()
 
     def flush(self) -> list[str]:
-        """Writes everything sampled since the last flush; returns the
+        """Writes everything sampled since the last chunk now; returns the
         paths written (none when there were no samples)."""
+        if self.running:
+            SOURCE.collect(reset=True)
+        return self._write_pending()
+
+    def _forget_parent(self) -> None:
+        self._running = False
+        self._samples = []
+        self._pending = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # ---- sample source consumer (called with the source's lock held) ----
+
+    def feed(self, samples: list[RawSample], tables: EpochTables) -> None:
+        self._samples.extend(samples)
+
+    def epoch_ending(self, tables: EpochTables) -> None:
+        self._stash(tables)
+        self._chunk_started = time.monotonic()
+
+    # ---- internals ----
+
+    def _stash(self, tables: EpochTables) -> None:
+        samples, self._samples = self._samples, []
+        if samples:
+            with self._lock:
+                self._pending.append(
+                    (tables.frames[:], tables.stacks[:], samples, self._unix_offset_ns)
+                )
+
+    def _periodic(self) -> None:
+        """Run by the sampler's housekeeping thread after each drain."""
+        if not self.running:
+            return
+        if time.monotonic() - self._chunk_started >= self.interval_s:
+            SOURCE.collect(reset=True)
+        try:
+            self._write_pending()
+        except OSError as error:  # a full disk must not kill the service
+            print(f"sigprof: could not write a chunk: {error}", file=sys.stderr)
+
+    def _write_pending(self) -> list[str]:
         with self._lock:
-            # reset_interning: each chunk must carry all the frames it uses
-            batch = self.sampler.drain(reset_interning=True)
-            profile = Profile(
-                unit="samples", interval_ns=int(1e9 / self.sampler.frequency),
-                clock=self.sampler.clock,
+            pending, self._pending = self._pending, []
+        names = SOURCE.thread_names()
+        paths = []
+        for frames, stacks, samples, offset in pending:
+            body = sentry_chunk.chunk_body(
+                frames=frames,
+                stacks=stacks,
+                samples=samples,
+                unix_offset_ns=offset,
+                thread_names=names,
+                profiler_id=self.profiler_id,
+                release=self.release,
+                environment=self.environment,
             )
-            builder = ProfileBuilder(profile, self.sampler.to_unix_ns, exclude_threads=self._excluded)
-            builder.add(batch, self.sampler.thread_names())
-            paths = []
-            for chunk in sentry_chunk.chunks(profile, self.profiler_id):
-                if self.release:
-                    chunk["release"] = self.release
-                if self.environment:
-                    chunk["environment"] = self.environment
-                paths.append(self._write(chunk))
-            self.written.extend(paths)
-            return paths
+            paths.append(self._write(samples[0][0] + offset, body))
+        self.written.extend(paths)
+        return paths
 
-    def _write(self, chunk: dict[str, Any]) -> str:
-        first = chunk["profile"]["samples"][0]["timestamp"]
-        stamp = datetime.fromtimestamp(first, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    def _write(self, first_unix_ns: int, body: bytes) -> str:
+        stamp = datetime.fromtimestamp(first_unix_ns / 1e9, timezone.utc)
         self._sequence += 1
-        name = f"{FILE_PREFIX}{stamp}-{os.getpid()}-{self._sequence:05d}.json"
+        name = f"{FILE_PREFIX}{stamp:%Y%m%dT%H%M%SZ}-{os.getpid()}-{self._sequence:05d}.json"
         path = os.path.join(self.directory, name)
-        write_atomically(path, json.dumps(chunk, separators=(",", ":"), allow_nan=False).encode())
+        write_atomically(path, body)
         return path
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.flush()
-            except OSError as error:  # a full disk must not kill the service
-                import sys
-
-                print(f"sigprof: could not write a chunk: {error}", file=sys.stderr)
 
     # typing.Self is 3.11+, and sigprof must not need typing_extensions
     def __enter__(self) -> LocalChunkWriter:  # noqa: PYI034
@@ -176,6 +217,20 @@ class LocalChunkWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def _at_exit(hook: Callable[[], None]) -> None:
+    """Runs ``hook`` when the main thread finishes, before ``atexit``: the
+    native sampler is stopped at ``atexit``, and the last chunk is written
+    first (as the Sentry layer sends its last chunk)."""
+    register = getattr(threading, "_register_atexit", None)
+    if callable(register):
+        try:
+            register(hook)
+            return
+        except RuntimeError:  # the interpreter is already shutting down
+            pass
+    atexit.register(hook)
 
 
 # ---- reading a directory back ----

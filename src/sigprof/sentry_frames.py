@@ -10,6 +10,7 @@ own `set_in_app_in_frames`, with the client's options.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from sentry_sdk.utils import filename_for_module, set_in_app_in_frames
@@ -64,7 +65,7 @@ class FrameConverter:
         }
 
 
-def mark_in_app(frames: list[SentryFrame], options: dict[str, Any] | None) -> None:
+def mark_in_app(frames: list[SentryFrame], options: Mapping[str, Any] | None) -> None:
     """Sets `in_app` exactly as sentry-sdk does for its own profiles."""
     if options is None:
         return

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ import sigprof
 from sigprof import cli
 from sigprof.exports import sentry_chunk
 from sigprof.local_chunks import ENV_OUTPUT_DIR, LocalChunkWriter, read_directory
+from sigprof.sample_source import SOURCE, EpochTables
 from tests.exports.conftest import INTERVAL, T0, known_profile
 from tests.exports.test_sentry_chunk import vroom_parse
 
@@ -26,19 +27,26 @@ def _work(seconds: float) -> int:
     return total
 
 
+@pytest.fixture
+def source_idle() -> Iterator[None]:
+    """The writer shares the process's one native sampler (SOURCE) with the
+    Sentry layer: each test leaves it stopped for the next."""
+    yield
+    SOURCE.stop_now()
+
+
 @needs_native
-def test_writer_writes_valid_chunks_atomically(tmp_path: Path) -> None:
-    writer = LocalChunkWriter(sigprof.Sampler(frequency=200), str(tmp_path), interval_s=0.3,
-                              release="svc@1.0", environment="dev")
+def test_writer_writes_valid_chunks_atomically(tmp_path: Path, source_idle: None) -> None:
+    SOURCE.configure(200, "wall", 128)
+    writer = LocalChunkWriter(str(tmp_path), interval_s=0.3, release="svc@1.0", environment="dev")
     with writer:
-        _work(1.2)
+        _work(1.5)
     names = sorted(os.listdir(tmp_path))
     assert len(names) >= 2, names
     assert all(n.startswith("sigprof-chunk-") and n.endswith(".json") for n in names)
     assert sorted(writer.written) == sorted(str(tmp_path / n) for n in names)
     profiler_ids = set()
     functions = set()
-    writer_thread_seen = False
     for name in names:
         text = (tmp_path / name).read_text()
         vroom_parse(text)
@@ -47,28 +55,52 @@ def test_writer_writes_valid_chunks_atomically(tmp_path: Path) -> None:
         profiler_ids.add(chunk["profiler_id"])
         body = chunk["profile"]
         functions |= {f["function"] for f in body["frames"]}
-        for meta in body["thread_metadata"].values():
-            writer_thread_seen |= meta["name"] == "sigprof-chunk-writer"
+        for frame in body["frames"]:
+            assert set(frame) == {"abs_path", "filename", "module", "function", "lineno", "in_app"}
         # each chunk stands alone: every id it uses is its own
         assert all(0 <= s["stack_id"] < len(body["stacks"]) for s in body["samples"])
         assert all(0 <= i < len(body["frames"]) for stack in body["stacks"] for i in stack)
     assert len(profiler_ids) == 1
     assert "_work" in functions
-    assert not writer_thread_seen
-    assert not writer.running and not writer.sampler.running
+    assert not writer.running
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def feed(self, samples: list, tables: EpochTables) -> None:
+        self.samples += len(samples)
+
+    def epoch_ending(self, tables: EpochTables) -> None:
+        pass
 
 
 @needs_native
-def test_writer_leaves_a_running_sampler_running(tmp_path: Path) -> None:
+def test_writer_shares_the_one_native_sampler(tmp_path: Path, source_idle: None) -> None:
+    other = _Consumer()  # another consumer, as a transaction profile would be
+    assert SOURCE.acquire(other)
+    sampler = SOURCE.sampler
+    writer = LocalChunkWriter(str(tmp_path), interval_s=60)
+    writer.start()
+    assert SOURCE.sampler is sampler  # joined the running sampler, started none
+    _work(0.3)
+    writer.stop()
+    assert SOURCE.running  # still held by the other consumer
+    assert len(writer.written) == 1  # the final flush on stop
+    SOURCE.release(other)
+    assert other.samples > 0
+
+
+@needs_native
+def test_writer_refuses_when_another_sampler_runs(tmp_path: Path, source_idle: None) -> None:
     sampler = sigprof.Sampler(frequency=100)
     sampler.start()
     try:
-        writer = LocalChunkWriter(sampler, str(tmp_path), interval_s=60)
-        writer.start()
-        _work(0.3)
-        writer.stop()
-        assert sampler.running
-        assert len(writer.written) == 1  # the final flush on stop
+        writer = LocalChunkWriter(str(tmp_path), interval_s=60)
+        with pytest.raises(sigprof.SamplerError):
+            writer.start()
+        assert not writer.running
     finally:
         sampler.stop()
 
@@ -76,11 +108,11 @@ def test_writer_leaves_a_running_sampler_running(tmp_path: Path) -> None:
 def test_directory_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "from-env"
     monkeypatch.setenv(ENV_OUTPUT_DIR, str(target))
-    writer = LocalChunkWriter(sigprof.Sampler(), None)
+    writer = LocalChunkWriter(None)
     assert writer.directory == str(target) and target.is_dir()
     monkeypatch.delenv(ENV_OUTPUT_DIR)
     with pytest.raises(ValueError, match=ENV_OUTPUT_DIR):
-        LocalChunkWriter(sigprof.Sampler(), None)
+        LocalChunkWriter(None)
 
 
 def _write_minutes(directory: Path, minutes: int) -> None:
@@ -90,7 +122,7 @@ def _write_minutes(directory: Path, minutes: int) -> None:
         for thread in profile.threads.values():
             thread.samples = [(ts + minute * 60_000_000_000, s, w) for ts, s, w in thread.samples]
         (chunk,) = sentry_chunk.chunks(profile, "d" * 32)
-        (directory / f"sigprof-chunk-{minute:03d}.json").write_text(json.dumps(chunk))
+        (directory / f"sigprof-chunk-{minute:03d}.json").write_bytes(chunk.body)
 
 
 def test_read_directory_merges_and_filters(tmp_path: Path) -> None:
@@ -136,24 +168,20 @@ def test_parse_time_forms() -> None:
         cli.parse_time("yesterday-ish", now)
 
 
-def test_threads_of_writer_are_daemons(tmp_path: Path) -> None:
-    writer = LocalChunkWriter(sigprof.Sampler(), str(tmp_path), interval_s=60)
-    assert not writer.running
-    # no thread until start(): constructing one has no side effects beyond the directory
-    assert not any(t.name == "sigprof-chunk-writer" for t in threading.enumerate())
+def test_constructing_a_writer_starts_nothing(tmp_path: Path) -> None:
+    writer = LocalChunkWriter(str(tmp_path), interval_s=60)
+    assert not writer.running and writer.written == []
+    assert os.listdir(tmp_path) == []
 
 
 @needs_native
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_forked_child_writes_nothing_of_the_parents(tmp_path: Path) -> None:
-    sampler = sigprof.Sampler(frequency=200)
-    sampler.start()
-    writer = LocalChunkWriter(sampler, str(tmp_path), interval_s=60)
+def test_forked_child_writes_nothing_of_the_parents(tmp_path: Path, source_idle: None) -> None:
+    writer = LocalChunkWriter(str(tmp_path), interval_s=60)
     writer.start()
     _work(0.3)
-    sampler.stop()  # its last samples wait in the sampler, undrained, as the fork copies it
     pid = os.fork()
-    if pid == 0:  # the child leaves at once; its atexit would run writer.stop()
+    if pid == 0:  # the child leaves at once; its exit hooks would run writer.stop()
         writer.stop()
         os._exit(len(os.listdir(tmp_path)))
     _, status = os.waitpid(pid, 0)

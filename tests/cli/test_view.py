@@ -38,7 +38,7 @@ def test_view_turns_a_saved_profile_into_html(tmp_path: Path, name: str, render:
 
 
 def test_view_reads_a_sentry_sdk_chunk_list(tmp_path: Path) -> None:
-    lines = [json.dumps(c) for c in sentry_chunk.chunks(known_profile())]
+    lines = [c.body.decode() for c in sentry_chunk.chunks(known_profile())]
     (tmp_path / "chunks.jsonl").write_text("\n".join(lines * 2))
     result = sigprof_cli("view", "chunks.jsonl", "-o", "out.html", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

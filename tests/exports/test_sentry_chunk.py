@@ -12,6 +12,10 @@ from sigprof.sampler import Frame
 from .conftest import INTERVAL, T0
 
 
+def chunk_documents(profile: Profile, profiler_id: str | None = None) -> list[dict]:
+    return [json.loads(chunk.body) for chunk in sentry_chunk.chunks(profile, profiler_id)]
+
+
 def vroom_parse(text: str) -> vroomrs.ProfileChunk:
     """vroomrs reads chunks as Sentry stores them: Relay adds these
     ingestion fields, which an SDK never sends."""
@@ -21,7 +25,7 @@ def vroom_parse(text: str) -> vroomrs.ProfileChunk:
 
 
 def test_known_profile_chunk_shape(profile: Profile) -> None:
-    (chunk,) = sentry_chunk.chunks(profile, profiler_id="a" * 32)
+    (chunk,) = chunk_documents(profile, profiler_id="a" * 32)
     assert chunk["version"] == "2" and chunk["platform"] == "python"
     assert chunk["profiler_id"] == "a" * 32 and len(chunk["chunk_id"]) == 32
     body = chunk["profile"]
@@ -37,6 +41,23 @@ def test_known_profile_chunk_shape(profile: Profile) -> None:
     assert frames["handle"]["abs_path"] == "/srv/app/server.py"
     assert frames["handle"]["module"] == "app.server"
     assert frames["handle"]["in_app"] is True
+    assert chunk["client_sdk"]["name"] == "sigprof"
+
+
+def test_frames_have_the_sentry_layers_fields() -> None:
+    """One builder, one frame conversion: every frame has the six fields the
+    Sentry layer's chunks carry, the sampler's markers included."""
+    profile = Profile(interval_ns=INTERVAL)
+    truncated = Frame("<truncated>", "<sigprof>", None, 0)
+    for i in range(2):
+        profile.add_sample(1, [Frame("f", "/a.py", None, 1), truncated], T0 + i * INTERVAL)
+    (chunk,) = chunk_documents(profile)
+    for frame in chunk["profile"]["frames"]:
+        assert set(frame) == {"abs_path", "filename", "module", "function", "lineno", "in_app"}
+    marker = next(f for f in chunk["profile"]["frames"] if f["function"] == "<truncated>")
+    assert marker["in_app"] is False and marker["abs_path"] == "<sigprof>"
+    back = sentry_chunk.parse(chunk)
+    assert truncated in back.frames
 
 
 def test_vroomrs_accepts_known_profile(profile: Profile) -> None:
@@ -82,7 +103,7 @@ def test_long_profiles_split_into_chunks_relay_accepts() -> None:
     frame = Frame("f", "/a.py", None, 1)
     for second in range(150):
         profile.add_sample(1, [frame], T0 + second * 1_000_000_000)
-    found = list(sentry_chunk.chunks(profile, "b" * 32))
+    found = chunk_documents(profile, "b" * 32)
     assert [len(c["profile"]["samples"]) for c in found] == [65, 65, 20]
     assert {c["profiler_id"] for c in found} == {"b" * 32}
     for chunk in found:
@@ -97,7 +118,7 @@ def test_long_profiles_split_into_chunks_relay_accepts() -> None:
 def test_weighted_samples_are_repeated_and_untimed_ones_get_times() -> None:
     profile = Profile(interval_ns=INTERVAL)
     profile.add_sample(1, [Frame("f", "/a.py", None, 1)], weight=3)
-    (chunk,) = sentry_chunk.chunks(profile, "c" * 32)
+    (chunk,) = chunk_documents(profile, "c" * 32)
     stamps = [s["timestamp"] for s in chunk["profile"]["samples"]]
     assert len(stamps) == 3 and stamps == sorted(stamps) and stamps[0] > 0
 

@@ -1,58 +1,95 @@
-"""Sentry's continuous-profiling ``profile_chunk`` (format v2) and, for
-reading, its transaction ``profile`` (format v1). See
-shared/design/sentry-format.md: samples carry Unix-second float timestamps and
-STRING thread ids, stacks are leaf first, one chunk spans at most 66 s."""
+"""Sentry's continuous-profiling ``profile_chunk`` (format v2) from a
+``Profile``, and, for reading, chunks and transaction ``profile`` (format
+v1) files. See shared/design/sentry-format.md: samples carry Unix-second
+timestamps and STRING thread ids, stacks are leaf first, one chunk spans at
+most 66 s.
+
+The JSON is written by ``sigprof.envelopes.chunk_json``, the one chunk
+builder the Sentry layer uses too; frames are converted by the Sentry
+layer's ``FrameConverter``, so they carry the same fields (abs_path,
+filename, module, function, lineno, in_app). Only two things differ here,
+where no Sentry client and its options exist: ``in_app`` comes from
+``labels.in_app`` (standard library and installed packages are not the
+user's code), and a module not imported in this process (a profile read
+from a file) still gets its import-root-relative ``filename``."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sigprof
-from sigprof.exports.labels import in_app, is_special, module_relative_path
+from sigprof.envelopes import chunk_json
+from sigprof.exports.labels import in_app, module_relative_path
 from sigprof.profile_model import Profile
 from sigprof.sampler import Frame
+from sigprof.sentry_frames import FrameConverter, SentryFrame
 
 # Relay rejects a chunk spanning over 66 s. Writers flush every 60 s; splitting
 # only past 65 s keeps a flush that ran a little late in one chunk.
 CHUNK_SPAN_NS = 65 * 1_000_000_000
+SDK_NAME = "sigprof"
 
 
-def frame_dict(frame: Frame) -> dict[str, Any]:
-    if is_special(frame):
-        return {"function": frame.function, "in_app": False}
-    entry: dict[str, Any] = {
-        "function": frame.function,
-        "abs_path": frame.filename,
-        "filename": module_relative_path(frame) or frame.filename.rsplit("/", 1)[-1],
-        "lineno": max(0, int(frame.lineno)),
-        "in_app": in_app(frame),
-    }
-    if frame.module:
-        entry["module"] = frame.module
-    return entry
+def sentry_frames(frames: Sequence[Frame]) -> list[SentryFrame]:
+    """Frames as a chunk carries them, with in_app always set."""
+    converter = FrameConverter()
+    converted = []
+    for frame in frames:
+        entry = converter.convert(frame)
+        if entry["filename"] == entry["abs_path"]:  # sentry-sdk could not relativise it
+            entry["filename"] = module_relative_path(frame) or entry["filename"]
+        entry["in_app"] = in_app(frame)
+        converted.append(entry)
+    return converted
 
 
-def chunk_dict(
-    profile: Profile,
-    samples: list[tuple[int, int, int]],
+def chunk_body(
+    *,
+    frames: Sequence[Frame],
+    stacks: Sequence[Sequence[int]],
+    samples: Sequence[tuple[int, int, int]],
+    unix_offset_ns: int,
+    thread_names: Mapping[int, str],
     profiler_id: str,
     chunk_id: str | None = None,
     release: str | None = None,
     environment: str | None = None,
-) -> dict[str, Any]:
-    """One chunk from (unix ns, thread id, profile stack id) samples; only
-    the frames and stacks those samples use are included, renumbered."""
+) -> bytes:
+    """One chunk's JSON from frames, stacks (frame ids, leaf first) and
+    (ns, thread id, stack id) samples; ns + unix_offset_ns is Unix time."""
+    tags = {"release": release, "environment": environment}
+    return chunk_json(
+        chunk_id=chunk_id or uuid.uuid4().hex,
+        profiler_id=profiler_id,
+        frames=sentry_frames(frames),
+        stacks=stacks,
+        samples=samples,
+        unix_offset_ns=unix_offset_ns,
+        thread_names=thread_names,
+        options={key: value for key, value in tags.items() if value},
+        sdk_name=SDK_NAME,
+        sdk_version=sigprof.__version__,
+    )
+
+
+class Chunk(NamedTuple):
+    start_ns: int  # the first sample's Unix time (0 when there are none)
+    body: bytes  # the chunk's JSON
+
+
+def _chunk(profile: Profile, samples: list[tuple[int, int, int]], profiler_id: str) -> Chunk:
+    """One chunk from sorted (unix ns, thread id, profile stack id) samples;
+    only the frames and stacks those samples use are included, renumbered."""
     frame_map: dict[int, int] = {}
     stack_map: dict[int, int] = {}
-    frames: list[dict[str, Any]] = []
+    frames: list[Frame] = []
     stacks: list[list[int]] = []
-    out_samples: list[dict[str, Any]] = []
-    for timestamp_ns, thread_id, stack_id in sorted(samples):
+    renumbered: list[tuple[int, int, int]] = []
+    for timestamp_ns, thread_id, stack_id in samples:
         new_stack = stack_map.get(stack_id)
         if new_stack is None:
             ids = []
@@ -60,40 +97,23 @@ def chunk_dict(
                 new_frame = frame_map.get(frame_id)
                 if new_frame is None:
                     new_frame = frame_map[frame_id] = len(frames)
-                    frames.append(frame_dict(profile.frames[frame_id]))
+                    frames.append(profile.frames[frame_id])
                 ids.append(new_frame)
             new_stack = stack_map[stack_id] = len(stacks)
             stacks.append(ids)
-        out_samples.append({
-            "timestamp": timestamp_ns / 1e9,
-            "thread_id": str(thread_id),
-            "stack_id": new_stack,
-        })
-    used_threads = {s[1] for s in samples}
-    chunk: dict[str, Any] = {
-        "chunk_id": chunk_id or uuid.uuid4().hex,
-        "profiler_id": profiler_id,
-        "platform": "python",
-        "version": "2",
-        "client_sdk": {"name": "sigprof", "version": sigprof.__version__},
-        "profile": {
-            "samples": out_samples,
-            "stacks": stacks,
-            "frames": frames,
-            "thread_metadata": {
-                str(tid): {"name": profile.threads[tid].name}
-                for tid in sorted(used_threads) if tid in profile.threads
-            },
-        },
-    }
-    if release:
-        chunk["release"] = release
-    if environment:
-        chunk["environment"] = environment
-    return chunk
+        renumbered.append((timestamp_ns, thread_id, new_stack))
+    body = chunk_body(
+        frames=frames,
+        stacks=stacks,
+        samples=renumbered,
+        unix_offset_ns=0,
+        thread_names={tid: thread.name for tid, thread in profile.threads.items()},
+        profiler_id=profiler_id,
+    )
+    return Chunk(samples[0][0] if samples else 0, body)
 
 
-def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[dict[str, Any]]:
+def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[Chunk]:
     """The profile as chunks of at most 65 s each. Weighted samples are
     repeated (a chunk sample has no weight); samples without a timestamp
     are given ones spaced by the sampling interval, ending now."""
@@ -118,17 +138,17 @@ def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[dict[st
         end = start
         while end < len(flat) and flat[end][0] - flat[start][0] < CHUNK_SPAN_NS:
             end += 1
-        yield chunk_dict(profile, flat[start:end], profiler_id)
+        yield _chunk(profile, flat[start:end], profiler_id)
         start = end
 
 
 def render(profile: Profile) -> bytes:
     """One chunk as JSON when the profile spans under 65 s; otherwise JSON
     Lines, one chunk per line (each alone is what Sentry accepts)."""
-    found = [json.dumps(c, separators=(",", ":"), allow_nan=False) for c in chunks(profile)]
+    found = [chunk.body for chunk in chunks(profile)]
     if not found:
-        found = [json.dumps(chunk_dict(profile, [], uuid.uuid4().hex), separators=(",", ":"))]
-    return ("\n".join(found) + ("\n" if len(found) > 1 else "")).encode()
+        found = [_chunk(profile, [], uuid.uuid4().hex).body]
+    return b"\n".join(found) + (b"\n" if len(found) > 1 else b"")
 
 
 # ---- reading ----
