@@ -34,8 +34,9 @@ from sigprof.continuous_scheduler import (
     setup_native_continuous_profiler,
     teardown_native_continuous_profiler,
 )
+from sigprof.local_chunks import LocalChunkWriter, output_dir_from_env
 from sigprof.sample_source import SOURCE
-from sigprof.sampler import CLOCKS, NativeUnavailable, native_unavailable_reason
+from sigprof.sampler import CLOCKS, NativeUnavailable, SamplerError, native_unavailable_reason
 from sigprof.spans import profile, start_profiling_span
 from sigprof.transaction_profiles import (
     NativeProfile,
@@ -52,6 +53,7 @@ _lock = threading.Lock()
 _originals: dict[str, Any] = {}
 _fallback_reason: str | None = None
 _init_calls = 0
+_local_writer: LocalChunkWriter | None = None
 
 
 class SigprofIntegration(Integration):
@@ -78,8 +80,15 @@ class SigprofIntegration(Integration):
         _install()
 
 
-def init(*args: Any, **kwargs: Any) -> Any:
-    """`sentry_sdk.init` with every keyword it takes, profiling natively."""
+def init(*args: Any, output_dir: str | None = None, **kwargs: Any) -> Any:
+    """`sentry_sdk.init` with every keyword it takes, profiling natively.
+
+    Without a DSN (no `dsn` argument, no SENTRY_DSN), `output_dir` (or the
+    SIGPROF_OUTPUT_DIR environment variable when it is not given) turns on
+    local continuous profiling: one Sentry `profile_chunk` file per minute
+    in that directory, for `sigprof report DIR`. With a DSN, chunks go to
+    Sentry as usual and the directory is ignored. A directory that cannot be
+    created or written raises OSError here, at startup."""
     global _init_calls
     with _lock:
         _init_calls += 1
@@ -106,7 +115,65 @@ def init(*args: Any, **kwargs: Any) -> Any:
     if not any(isinstance(integration, SigprofIntegration) for integration in integrations):
         integrations.append(SigprofIntegration())
     kwargs["integrations"] = integrations
-    return sentry_sdk.init(*args, **kwargs)
+    result = sentry_sdk.init(*args, **kwargs)
+    _set_up_local_chunks(output_dir)
+    return result
+
+
+def _set_up_local_chunks(output_dir: str | None) -> None:
+    """Starts (or, on a later init(), replaces) the local chunk writer."""
+    global _local_writer
+    with _lock:
+        previous, _local_writer = _local_writer, None
+    if previous is not None:
+        previous.stop()
+    directory = output_dir or output_dir_from_env()
+    if not directory:
+        return
+    options = getattr(sentry_sdk.get_client(), "options", None)
+    if not isinstance(options, dict):
+        options = {}
+    if options.get("dsn"):
+        logger.warning(
+            "[Profiling] sigprof.init(): a DSN is set, so profiles go to Sentry; "
+            "the output directory %s is not used",
+            directory,
+        )
+        return
+    reason = native_unavailable_reason()
+    if reason is not None:
+        _warn_no_local_chunks(reason)
+        return
+    _configure_from(options)
+    writer = LocalChunkWriter(
+        directory,
+        release=_tag(options.get("release")),
+        environment=_tag(options.get("environment")),
+    )
+    try:
+        writer.start()
+    except SamplerError as error:
+        _warn_no_local_chunks(str(error))
+        return
+    with _lock:
+        _local_writer = writer
+
+
+def _tag(value: Any) -> str | None:
+    return None if value is None else str(value).strip() or None
+
+
+def _warn_no_local_chunks(reason: str) -> None:
+    warnings.warn(
+        f"sigprof: no local chunk files are written: the native sampler cannot run ({reason})",
+        SigprofFallbackWarning,
+        stacklevel=4,
+    )
+
+
+def local_writer() -> LocalChunkWriter | None:
+    """The writer `sigprof.init(output_dir=...)` started, if any."""
+    return _local_writer
 
 
 _TRACING_KEYS = ("traces_sample_rate", "traces_sampler", "enable_tracing")
