@@ -41,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, final
 
 from sigprof.exports import sentry_chunk, write_atomically
 from sigprof.profile_model import Profile
@@ -60,6 +60,7 @@ def output_dir_from_env() -> str | None:
     return os.environ.get(ENV_OUTPUT_DIR) or None
 
 
+@final  # so __enter__ can name the class: typing.Self is 3.11+
 class LocalChunkWriter:
     """Takes samples from the shared native sampler and writes them as one
     chunk file in ``directory`` every ``interval_s`` seconds (from the
@@ -210,8 +211,7 @@ class LocalChunkWriter:
         write_atomically(path, body)
         return path
 
-    # typing.Self is 3.11+, and sigprof must not need typing_extensions
-    def __enter__(self) -> LocalChunkWriter:  # noqa: PYI034
+    def __enter__(self) -> LocalChunkWriter:
         self.start()
         return self
 
