@@ -9,13 +9,15 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #ifdef __linux__
+
+#include <sys/syscall.h>
 
 static sp_signal_callback signal_callback;
 static uint64_t signal_cookie_magic;
@@ -261,27 +263,34 @@ int64_t sp_thread_cpu_ns(pid_t tid)
     return (int64_t)value.tv_sec * 1000000000 + value.tv_nsec;
 }
 
-int sp_thread_is_running(pid_t tid)
+sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t lock_high)
 {
     char path[64];
-    char buffer[512];
-    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    char buffer[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        return -1;
+        return SP_THREAD_GONE;
     }
     ssize_t length = read(fd, buffer, sizeof(buffer) - 1);
     close(fd);
     if (length <= 0) {
-        return -1;
+        return SP_THREAD_GONE;
     }
     buffer[length] = '\0';
-    /* "tid (comm) S ...": comm may contain spaces and parentheses. */
-    char *close_paren = strrchr(buffer, ')');
-    if (close_paren == NULL || close_paren[1] == '\0') {
-        return -1;
+    /* "running", or "-1 sp pc" (not in a system call), or "NR arg1 ... sp pc" */
+    if (strncmp(buffer, "running", 7) == 0 || strncmp(buffer, "-1 ", 3) == 0) {
+        return SP_THREAD_RUNNING;
     }
-    return close_paren[2] == 'R';
+    char *end;
+    long number = strtol(buffer, &end, 10);
+    if (number == SYS_futex) {
+        unsigned long address = strtoul(end, NULL, 16);
+        if (address >= lock_low && address < lock_high) {
+            return SP_THREAD_LOCK_WAIT;
+        }
+    }
+    return SP_THREAD_BLOCKED;
 }
 
 int sp_thread_signal(pid_t tid, uint64_t cookie)
@@ -420,7 +429,13 @@ void sp_sleep_until_ns(int64_t deadline_ns)
 pid_t sp_current_tid(void) { return 0; }
 pid_t sp_tid_of_pthread(unsigned long pthread_ident) { (void)pthread_ident; return 0; }
 int64_t sp_thread_cpu_ns(pid_t tid) { (void)tid; return -1; }
-int sp_thread_is_running(pid_t tid) { (void)tid; return -1; }
+sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t lock_high)
+{
+    (void)tid;
+    (void)lock_low;
+    (void)lock_high;
+    return SP_THREAD_GONE;
+}
 int sp_thread_signal(pid_t tid, uint64_t cookie) { (void)tid; (void)cookie; return -1; }
 int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
                           uint64_t cookie)

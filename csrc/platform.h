@@ -41,8 +41,18 @@ pid_t sp_current_tid(void);
 pid_t sp_tid_of_pthread(unsigned long pthread_ident);
 /* CPU time a thread has used, or -1 when the thread is gone. */
 int64_t sp_thread_cpu_ns(pid_t tid);
-/* 1 when the thread is on a CPU or runnable, 0 when it sleeps or waits, -1 gone. */
-int sp_thread_is_running(pid_t tid);
+typedef enum {
+    SP_THREAD_GONE = -1,
+    SP_THREAD_BLOCKED = 0,    /* in a system call a signal could interrupt */
+    SP_THREAD_RUNNING = 1,    /* on a CPU, runnable, or stopped outside a system call */
+    SP_THREAD_LOCK_WAIT = 2,  /* in futex() on an address within [lock_low, lock_high) */
+} sp_thread_run_state;
+
+/* What the thread is doing now, from /proc/self/task/TID/syscall. A thread
+ * waiting for the GIL (a futex wait on the GIL's condition variable or mutex,
+ * which glibc retries after a signal) can be signalled safely; one blocked
+ * in any other system call must not be. */
+sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t lock_high);
 /* Sends SIGPROF to one thread of this process, carrying cookie. */
 int sp_thread_signal(pid_t tid, uint64_t cookie);
 

@@ -8,6 +8,7 @@
 #endif
 #include <Python.h>
 #include <frameobject.h>
+#include <stdint.h>
 
 #if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
 #error "sigprof's native core supports CPython 3.9 to 3.13"
@@ -17,8 +18,10 @@
 #include "internal/pycore_code.h"
 #include "internal/pycore_frame.h"
 #endif
+#include "internal/pycore_gil.h"
 #include "internal/pycore_interp.h"
 #include "internal/pycore_pystate.h"
+#include "internal/pycore_runtime.h"
 
 /* Monotonically increasing count of thread states ever created: a cheap,
  * lock-free way to notice that a new thread exists. */
@@ -29,6 +32,20 @@ static inline uint64_t sp_interp_thread_serial(PyInterpreterState *interp)
 #else
     return __atomic_load_n(&interp->tstate_next_unique_id, __ATOMIC_RELAXED);
 #endif
+}
+
+/* The GIL's state: threads waiting for the GIL wait on its condition
+ * variable (or mutex) inside it. */
+static inline void sp_interp_gil_range(PyInterpreterState *interp, uintptr_t *low, uintptr_t *high)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    struct _gil_runtime_state *gil = interp->ceval.gil;
+#else
+    (void)interp;
+    struct _gil_runtime_state *gil = &_PyRuntime.ceval.gil;
+#endif
+    *low = (uintptr_t)gil;
+    *high = *low + sizeof(*gil);
 }
 
 #endif

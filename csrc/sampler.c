@@ -30,6 +30,7 @@ typedef struct {
     PyInterpreterState *interp;
     PyThreadState *collector_tstate;
     pid_t ticker_tid, collector_tid;
+    uintptr_t gil_low, gil_high;
     sp_ring ring;
     sp_thread_registry registry;
     sp_resolver resolver;
@@ -191,6 +192,11 @@ static int write_idle_end(uint32_t index, sp_thread_slot *slot, int64_t tick)
     return 0;
 }
 
+static sp_thread_run_state thread_state(const sp_thread_slot *slot)
+{
+    return sp_thread_state(slot->tid, S.gil_low, S.gil_high);
+}
+
 static void request_capture(sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
 {
     slot->request_tick = tick;
@@ -216,10 +222,10 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
         /* No CPU since the last tick: blocked, or runnable but preempted. The
          * run state is read once per transition, not at every idle tick. */
         if (idle_state == SP_IDLE_RUNNING) {
-            int running = sp_thread_is_running(slot->tid);
-            if (running == 1) {
-                sp_thread_signal(slot->tid, cookie); /* preempted: not in a system call */
-            } else if (running == 0) {
+            sp_thread_run_state run_state = thread_state(slot);
+            if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
+                sp_thread_signal(slot->tid, cookie); /* preempted, or waiting for the GIL */
+            } else if (run_state == SP_THREAD_BLOCKED) {
                 request_capture(slot, tick, cpu);
             }
         }
@@ -233,10 +239,12 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
         idle_state = SP_IDLE_RUNNING;
     }
     slot->last_cpu_ns = cpu;
-    int running = sp_thread_is_running(slot->tid);
-    if (running == 1) {
+    sp_thread_run_state run_state = thread_state(slot);
+    if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
+        /* Running, or waiting for the GIL (its stack cannot change then, and
+         * glibc retries the wait): the thread samples itself. */
         sp_thread_signal(slot->tid, cookie);
-    } else if (running == 0 && idle_state == SP_IDLE_RUNNING) {
+    } else if (run_state == SP_THREAD_BLOCKED && idle_state == SP_IDLE_RUNNING) {
         /* It ran, then blocked: never interrupt a blocked system call. */
         request_capture(slot, tick, cpu);
     }
@@ -580,6 +588,7 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     Py_INCREF(S.config.thread_names);
     S.has_run = 1;
     S.interp = PyThreadState_Get()->interp;
+    sp_interp_gil_range(S.interp, &S.gil_low, &S.gil_high);
     S.base_ns = sp_monotonic_ns();
     S.random_state = (uint64_t)S.base_ns | 1;
     atomic_store(&S.last_tick, 0);

@@ -84,10 +84,22 @@ class QualnameIndex:
             seen.add(id(value))
             function = _function_of(value)
             if function is not None:
-                if getattr(function, "__module__", None) == module_name:
-                    self._add_code(function.__code__, function.__qualname__)
+                self._add_function(function, module_name)
             elif isinstance(value, type) and value.__module__ == module_name:
                 self._walk_namespace(vars(value).values(), module_name, seen)
+
+    def _add_function(self, function: types.FunctionType, module_name: str) -> None:
+        # functools.wraps copies the wrapped function's __qualname__ onto the
+        # wrapper: that name belongs to the innermost function, whose code is
+        # reached through __wrapped__; the wrapper's own code is named where
+        # it was defined (deco.<locals>.wrapper), by the walk of its parent.
+        wrapped = getattr(function, "__wrapped__", None)
+        while isinstance(wrapped, types.FunctionType) and hasattr(wrapped, "__wrapped__"):
+            wrapped = getattr(wrapped, "__wrapped__", None)
+        if isinstance(wrapped, types.FunctionType):
+            self._add_code(wrapped.__code__, wrapped.__qualname__)
+        elif getattr(function, "__module__", None) == module_name:
+            self._add_code(function.__code__, function.__qualname__)
 
     def _add_code(self, code: types.CodeType, qualname: str) -> None:
         self._names.setdefault((code.co_filename, code.co_firstlineno, code.co_name), qualname)

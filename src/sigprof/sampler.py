@@ -23,8 +23,6 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple
 
-from typing_extensions import Self
-
 from sigprof.naming import ModuleIndex, QualnameIndex
 
 DEFAULT_FREQUENCY = 101
@@ -179,16 +177,16 @@ class Sampler:
     def stop(self) -> None:
         """Stops sampling; what was taken stays readable."""
         global _running
-        from sigprof import _native
-
         with _running_lock:
             if not self.running:
                 return
+            from sigprof import _native
+
             _native.stop()
             _running = None
         self._batches.append(self._drain_native(False))
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Sampler:  # noqa: PYI034 - typing.Self is 3.11+
         self.start()
         return self
 

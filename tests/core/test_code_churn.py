@@ -35,14 +35,15 @@ def test_exec_churn_never_misnames(sampler_factory, clock):
                 gc.collect()
                 for sample in sampler.samples():
                     for frame in sample.frames:
-                        if frame.filename.startswith("<churn-"):
+                        # the exec'd module body itself runs as <module> there
+                        if frame.filename.startswith("<churn-") and frame.function != "<module>":
                             number = frame.filename[len("<churn-"):-1]
                             assert frame.function == f"churn_{number}", frame
                             checked += 1
             i += 1
     for sample in sampler.samples():
         for frame in sample.frames:
-            if frame.filename.startswith("<churn-"):
+            if frame.filename.startswith("<churn-") and frame.function != "<module>":
                 assert frame.function == f"churn_{frame.filename[7:-1]}", frame
                 checked += 1
     assert checked > 50

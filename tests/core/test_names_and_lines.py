@@ -1,6 +1,7 @@
 """Every kind of Python function is named by its qualname, at the right line."""
 
 import asyncio
+import functools
 import threading
 
 import pytest
@@ -25,6 +26,20 @@ class Widget:
     class Inner:
         def method(self):
             return spin(SPIN)
+
+
+def passthrough(function):
+    @functools.wraps(function)
+    def wrapper(*args):
+        return function(*args)
+
+    return wrapper
+
+
+class Decorated:
+    @passthrough
+    def method(self):
+        return spin(SPIN)
 
 
 def outer():
@@ -52,6 +67,7 @@ CASES = [
     ("staticmethod", Widget.static_method, "Widget.static_method"),
     ("nested class", lambda: Widget.Inner().method(), "Widget.Inner.method"),
     ("nested function", outer, "outer.<locals>.nested"),
+    ("functools.wraps", lambda: Decorated().method(), "Decorated.method"),
     ("lambda", lambda_function, "<lambda>"),
     ("generator", lambda: list(generator()), "generator"),
     ("coroutine", lambda: asyncio.run(coroutine()), "coroutine"),
