@@ -186,7 +186,7 @@ class Sampler:
             _running = None
         self._batches.append(self._drain_native(False))
 
-    def __enter__(self) -> Sampler:  # noqa: PYI034 - typing.Self is 3.11+
+    def __enter__(self) -> Sampler:
         self.start()
         return self
 

@@ -72,7 +72,7 @@ class ProfilingSpan:
 
     # ---- context manager, sync and async ----
 
-    def __enter__(self: _Span) -> _Span:  # noqa: PYI019 - typing.Self is 3.11+
+    def __enter__(self: _Span) -> _Span:
         self.open()
         return self
 
@@ -84,7 +84,7 @@ class ProfilingSpan:
     ) -> None:
         self.close(exc)
 
-    async def __aenter__(self: _Span) -> _Span:  # noqa: PYI019 - typing.Self is 3.11+
+    async def __aenter__(self: _Span) -> _Span:
         return self.__enter__()
 
     async def __aexit__(
