@@ -7,6 +7,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import threading
 
 import pytest
@@ -50,11 +51,14 @@ def blocking_calls(stop: threading.Event, counts: dict, name: str) -> None:
                 timer.start()
                 result = libc.read(read_end, ctypes.create_string_buffer(1), 1)
                 timer.join()
-            else:  # connect, to a listener that accepts nothing: completes at once
+            else:
+                # connect to a listener that accepts nothing: once its backlog
+                # is full, connect blocks (here for at most 20 ms)
                 client = socket.socket()
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                                  struct.pack("ll", 0, 20_000))
                 result = libc.connect(client.fileno(), *_sockaddr(listener.getsockname()))
                 client.close()
-                libc.nanosleep(ctypes.byref(Timespec(0, 20_000_000)), None)
             counts["calls"] += 1
             if result == -1 and ctypes.get_errno() == errno.EINTR:
                 counts["eintr"] += 1
@@ -92,15 +96,12 @@ def test_blocked_system_calls_are_never_interrupted(sampler_factory, clock, freq
     stop.set()
     for thread in threads:
         thread.join()
-    # connect blocks for good once the listener's backlog is full
-    assert all(c["calls"] >= (2 if name == "connect" else 10) for name, c in counts.items()), counts
-    eintr = {name: c["eintr"] for name, c in counts.items()}
-    if clock == "wall":
-        # Blocked threads are never signalled.
-        assert eintr == dict.fromkeys(CALLS, 0), counts
-    else:
-        # A CPU timer fires only while its thread runs, but it can expire in the
-        # instant the thread enters a call, which then returns EINTR: rare.
-        calls = sum(c["calls"] for c in counts.values())
-        assert sum(eintr.values()) <= max(1, calls // 100), counts
+    assert all(c["calls"] >= 10 for c in counts.values()), counts
+    # A blocked thread is never signalled. What remains is a race: a thread
+    # seen running (wall: when the ticker looks; cpu: when its timer expires)
+    # can enter a blocking call before the signal lands, and that call then
+    # returns EINTR. It is rare: at most 1% of calls here, usually none.
+    calls = sum(c["calls"] for c in counts.values())
+    eintr = sum(c["eintr"] for c in counts.values())
+    assert eintr <= max(1, calls // 100), counts
     assert any(s.frames for s in sampler.samples())
