@@ -1,8 +1,5 @@
 """Types of the Cython bridge (src/sigprof/_native.pyx)."""
 
-MIN_INTERVAL_NS: int
-FRAME_CODE: int
-FRAME_UNKNOWN: int
 FRAME_TRUNCATED: int
 
 RawFrame = tuple[int, str | None, str | None, int, int]

@@ -25,7 +25,6 @@ from sigprof._csrc.intern cimport (
 from sigprof._csrc.sampler cimport (
     SP_CLOCK_CPU,
     SP_CLOCK_WALL,
-    SP_MIN_INTERVAL_NS,
     sp_config,
     sp_counters,
     sp_sampler_collect,
@@ -44,9 +43,7 @@ from sigprof._csrc.thread_registry cimport sp_registry_ready_types
 
 sp_registry_ready_types()
 
-MIN_INTERVAL_NS = SP_MIN_INTERVAL_NS
-FRAME_CODE = SP_FRAME_CODE
-FRAME_UNKNOWN = 1
+# The kind of a raw frame tuple that stands for frames cut off the root side.
 FRAME_TRUNCATED = SP_FRAME_TRUNCATED
 
 # How much of the resolver's tables the Python side has been given.

@@ -260,7 +260,9 @@ class Sampler:
     def _frame(self, raw: tuple[int, str | None, str | None, int, int]) -> Frame:
         kind, name, filename, lineno, first_lineno = raw
         if name is None or filename is None:
-            return TRUNCATED_FRAME if kind == 2 else UNKNOWN_FRAME
+            from sigprof import _native
+
+            return TRUNCATED_FRAME if kind == _native.FRAME_TRUNCATED else UNKNOWN_FRAME
         if self._qualnames is not None:
             name = self._qualnames.qualname(filename, first_lineno, name)
         return Frame(name, filename, self._modules.module_for(filename), lineno)
