@@ -5,19 +5,26 @@
 /* Bounds the walk even through corrupted or cyclic links. */
 #define SP_MAX_SKIPPED_FRAMES 4096
 
+/* A signal can land between two stores of a frame push (the compiler orders
+ * them freely), so a link may still hold a stale value: one that is not even
+ * aligned cannot be a frame or a code object, and reading through it would be
+ * undefined behaviour (UBSan reports it) even where the fault guard keeps it
+ * from crashing. */
+#define SP_MISALIGNED(pointer) (((uintptr_t)(pointer) & (_Alignof(void *) - 1)) != 0)
+
 #if PY_VERSION_HEX >= 0x030B0000
 
 static inline PyCodeObject *frame_code(_PyInterpreterFrame *frame)
 {
 #if PY_VERSION_HEX >= 0x030D0000
     PyObject *executable = frame->f_executable;
-    if (executable == NULL || Py_TYPE(executable) != &PyCode_Type) {
+    if (executable == NULL || SP_MISALIGNED(executable) || Py_TYPE(executable) != &PyCode_Type) {
         return NULL; /* shim frames carry None, not code */
     }
     return (PyCodeObject *)executable;
 #else
     PyCodeObject *code = frame->f_code;
-    return code != NULL && Py_TYPE(code) == &PyCode_Type ? code : NULL;
+    return code != NULL && !SP_MISALIGNED(code) && Py_TYPE(code) == &PyCode_Type ? code : NULL;
 #endif
 }
 
@@ -66,6 +73,10 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
     uint32_t skipped = 0;
     _PyInterpreterFrame *frame = leaf_frame(tstate);
     while (frame != NULL) {
+        if (SP_MISALIGNED(frame)) {
+            record->flags |= SP_RECORD_TRUNCATED; /* the rest of the stack is unknowable */
+            break;
+        }
         PyCodeObject *code = frame_code(frame);
         if (frame_is_skipped(frame, code)) {
             if (++skipped > SP_MAX_SKIPPED_FRAMES) {
@@ -111,8 +122,12 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
     uint32_t depth = 0;
     PyFrameObject *frame = tstate->frame;
     while (frame != NULL) {
+        if (SP_MISALIGNED(frame)) {
+            record->flags |= SP_RECORD_TRUNCATED; /* the rest of the stack is unknowable */
+            break;
+        }
         PyCodeObject *code = frame->f_code;
-        if (code != NULL && Py_TYPE(code) != &PyCode_Type) {
+        if (code != NULL && (SP_MISALIGNED(code) || Py_TYPE(code) != &PyCode_Type)) {
             code = NULL; /* not a live code object: skip, never name */
         }
         if (depth == max_depth) {

@@ -17,6 +17,7 @@
 
 #ifdef __linux__
 
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 static sp_signal_callback signal_callback;
@@ -380,6 +381,11 @@ void sp_block_sigprof(int block)
     pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
+void sp_thread_set_name(const char *name)
+{
+    prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); /* at most 15 characters kept */
+}
+
 #else /* not Linux: the core builds, and says why it cannot sample */
 
 int sp_platform_supported(char *why, size_t why_len)
@@ -448,5 +454,6 @@ int sp_altstack_adopt(void *memory, size_t size) { (void)memory; (void)size; ret
 void sp_altstack_release(void *memory) { (void)memory; }
 size_t sp_altstack_size(void) { return 0; }
 void sp_block_sigprof(int block) { (void)block; }
+void sp_thread_set_name(const char *name) { (void)name; }
 
 #endif

@@ -81,5 +81,8 @@ int sp_fault_guard_install(char *error, size_t error_len);
 
 /* Blocks / unblocks SIGPROF for the calling thread (around fork). */
 void sp_block_sigprof(int block);
+/* Names the calling thread (its comm, seen in /proc/PID/task/TID/comm, top -H,
+ * gdb): the sampler's own threads are recognisable from outside. */
+void sp_thread_set_name(const char *name);
 
 #endif

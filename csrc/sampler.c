@@ -279,6 +279,7 @@ static void *ticker_main(void *unused)
 {
     (void)unused;
     sp_block_sigprof(1);
+    sp_thread_set_name("sigprof-ticker");
     S.ticker_tid = sp_current_tid();
     int64_t tick = 0;
     while (!atomic_load(&S.stopping)) {
@@ -421,6 +422,7 @@ static void *collector_main(void *unused)
 {
     (void)unused;
     sp_block_sigprof(1);
+    sp_thread_set_name("sigprof-collect");
     S.collector_tid = sp_current_tid();
     PyGILState_STATE gil = PyGILState_Ensure();
     S.collector_tstate = PyThreadState_Get();

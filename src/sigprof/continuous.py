@@ -14,6 +14,7 @@ native stack ids unchanged.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -57,6 +58,7 @@ class ChunkSession:
         self._unix_offset_ns = 0
         self._pending: list[_PendingChunk] = []
         self.chunks_sent = 0
+        self._pid = os.getpid()
         SOURCE.add_periodic(self.periodic)
 
     @property
@@ -68,6 +70,7 @@ class ChunkSession:
 
     def hold(self, token: Hashable) -> bool:
         """Keeps the session running (starting it if needed) until release()."""
+        self.forget_if_forked()
         with self._lock:
             if self.profiler_id is None and not self._start():
                 return False
@@ -112,10 +115,25 @@ class ChunkSession:
                     SOURCE.collect(reset=True)
         self._send_pending()
 
+    def forget_if_forked(self) -> bool:
+        """In a process forked without Python's fork hooks (uWSGI's workers):
+        forgets the parent's session, and the sample source's state; True if
+        it did. The parent's lock may be held by a thread that did not survive
+        the fork, so it is not taken."""
+        if self._pid == os.getpid():
+            return False
+        SOURCE.forget_if_forked()
+        self.forget_after_fork()
+        return True
+
     def forget_after_fork(self) -> None:
+        """In a forked child: the parent's session, holders and unsent chunks
+        are the parent's (its sampler did not survive the fork)."""
+        self._pid = os.getpid()
         self._lock = threading.RLock()
         self.profiler_id = None
         self._holders = {}
+        self._linger_until = None
         self._samples = []
         self._pending = []
 

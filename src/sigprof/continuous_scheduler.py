@@ -84,6 +84,16 @@ class NativeContinuousScheduler(sdk_continuous.ContinuousScheduler):
     def make_sampler(self) -> Any:
         return lambda *args, **kwargs: False
 
+    def resume_after_fork(self) -> None:
+        """In a forked child, a manual session started before the fork goes
+        on as a new session of the child's own (a pre-fork server that
+        imports the app in its master: gunicorn --preload, uWSGI without
+        lazy-apps). Without this every worker would go unprofiled while
+        stamping the master's profiler_id on its spans."""
+        if SESSION.forget_if_forked() and self.running:
+            self.running = False
+            self.ensure_running()
+
     def is_auto_start_enabled(self) -> bool:
         if self.pid == os.getpid():
             return False
@@ -91,6 +101,7 @@ class NativeContinuousScheduler(sdk_continuous.ContinuousScheduler):
         return bool(experiments.get("continuous_profiling_auto_start"))
 
     def auto_start(self) -> sdk_continuous.ContinuousProfile | None:
+        self.resume_after_fork()
         if not self.sampled or self.lifecycle != "trace":
             return None
         profile = NativeContinuousProfile()
@@ -100,6 +111,7 @@ class NativeContinuousScheduler(sdk_continuous.ContinuousScheduler):
         return profile
 
     def manual_start(self) -> None:
+        self.resume_after_fork()
         if not self.sampled:
             logger.debug("[Profiling] Profile session not sampled: start_profiler() does nothing")
             return
@@ -137,11 +149,25 @@ class NativeContinuousScheduler(sdk_continuous.ContinuousScheduler):
 
     @property
     def profiler_id(self) -> str | None:
+        # sentry-sdk asks for it as every span starts: the first request of
+        # a worker forked from C (no Python fork hooks ran) resumes here.
+        self.resume_after_fork()
         return SESSION.profiler_id
 
     def run(self) -> None:
         pass
 
+
+def _resume_in_child() -> None:
+    scheduler = sdk_continuous._scheduler
+    if isinstance(scheduler, NativeContinuousScheduler):
+        scheduler.resume_after_fork()
+    else:
+        SESSION.forget_if_forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_resume_in_child)
 
 _atexit_registered = False
 

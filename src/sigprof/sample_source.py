@@ -92,6 +92,7 @@ class SampleSource:
         self.unavailable: str | None = None  # set once start() raised NativeUnavailable
         self._epoch_owner: Consumer | None = None
         self._epoch_started = 0.0
+        self._pid = os.getpid()
 
     def configure(self, frequency: float, clock: str, max_stack_depth: int) -> None:
         """Applies from the next start of the sampler."""
@@ -113,6 +114,7 @@ class SampleSource:
         """Registers a consumer, starting the sampler if needed. With new_epoch,
         the consumer's first batch starts a fresh interning epoch. False if the
         native sampler could not start (the reason is in last_error)."""
+        self.forget_if_forked()
         with self.lock:
             if self.unavailable is not None:
                 return False
@@ -164,8 +166,19 @@ class SampleSource:
             self._epoch_owner = None
             self._stop()
 
+    def forget_if_forked(self) -> bool:
+        """Forgets the parent's state in a process forked without running
+        Python's fork hooks (uWSGI forks its workers from C, for one); True if
+        it did. The lock is not taken: the parent's may be held by a thread
+        that did not survive the fork."""
+        if self._pid == os.getpid():
+            return False
+        self.forget_after_fork()
+        return True
+
     def forget_after_fork(self) -> None:
         """In a forked child: no sampler runs, no consumer is alive."""
+        self._pid = os.getpid()
         self.lock = threading.RLock()
         self.sampler = None
         self._consumers = []
