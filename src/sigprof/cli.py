@@ -232,7 +232,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
     patterns = [p.strip() for p in (options.threads or "").split(",") if p.strip()]
 
     from sigprof import runner
-    from sigprof.recording import Recorder
+    from sigprof.recording import Recorder, dropped_message
 
     main_thread = threading.main_thread().ident
 
@@ -247,6 +247,7 @@ def _cmd_run(argv: Sequence[str]) -> int:
         Sampler(frequency=options.frequency, clock=options.clock),
         name=" ".join([command, *program_args]),
         progress=progress, duration_s=options.duration, on_duration=interrupt_program,
+        warnings=sys.stderr,
     )
     try:
         recorder.start()
@@ -266,6 +267,8 @@ def _cmd_run(argv: Sequence[str]) -> int:
     _write(profile, options.format, output)
     if not options.no_summary:
         print(summary.table(profile), file=sys.stderr)
+    if profile.stats.get("dropped", 0) > recorder.dropped_told:
+        print(f"sigprof: warning: {dropped_message(profile.stats['dropped'])}", file=sys.stderr)
     print(f"sigprof: wrote {summary.relative(output)}", file=sys.stderr)
     return code
 

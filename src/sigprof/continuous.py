@@ -10,6 +10,16 @@ process exits, one envelope per chunk.
 Each chunk is one interning epoch of the shared sampler: the chunk's frames
 and stacks are the epoch's tables as they stand, and its samples carry the
 native stack ids unchanged.
+
+Built chunks wait in a bounded send queue. sentry-sdk's HTTP transport keeps
+up to `transport_queue_size` (100) envelopes of every kind in memory and
+sends one at a time: a slow Sentry would fill it with chunks (megabytes
+each) and crowd out transactions. So at most MAX_IN_FLIGHT chunks wait in
+the transport's queue at once (a chunk leaves it when the transport starts
+sending it, or lets go of it); the rest wait here, the oldest dropped first
+when the queue is full. What was lost (chunks here, samples to a full native
+buffer) is logged, counted as a `queue_overflow` client report for dropped
+chunks, and written into the next chunk handed over (`envelopes.LOSSES_KEY`).
 """
 
 from __future__ import annotations
@@ -18,9 +28,13 @@ import os
 import threading
 import time
 import uuid
+import weakref
+from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
+import sentry_sdk
+from sentry_sdk import transport as sdk_transport
 from sentry_sdk.utils import logger
 
 from sigprof.envelopes import (
@@ -31,6 +45,7 @@ from sigprof.envelopes import (
     prepare_transport,
     sdk_name,
     send_envelope,
+    with_losses,
 )
 from sigprof.sample_source import SOURCE, EpochTables, RawSample
 from sigprof.sampler import Frame
@@ -41,7 +56,30 @@ CHUNK_SECONDS = 60.0
 # much, so back-to-back transactions share one profiler_id and one chunk.
 TRACE_LINGER_S = 0.5
 
-_PendingChunk = tuple[str, str, list[Frame], list[tuple[int, ...]], list[RawSample], int]
+# The send queue's bounds (see the module docstring), and how many chunks
+# sentry-sdk's HTTP transport may hold at once.
+MAX_QUEUED_CHUNKS = 8
+MAX_QUEUED_BYTES = 16 << 20
+MAX_IN_FLIGHT = 2
+# A chunk the transport still holds after this long stops counting against
+# MAX_IN_FLIGHT (something kept a reference to it: it is not coming back).
+IN_FLIGHT_TIMEOUT_S = 120.0
+# At most one "chunks dropped" warning this often; later drops are summed.
+DROP_WARNING_INTERVAL_S = 60.0
+
+# (chunk id, profiler id, frames, stacks, samples, unix offset, samples the
+# native buffer dropped since the previous chunk)
+_PendingChunk = tuple[str, str, list[Frame], list[tuple[int, ...]], list[RawSample], int, int]
+# Transports that queue envelopes for a worker thread (BaseHttpTransport
+# before 2.4x, HttpTransportCore after).
+_QUEUEING_TRANSPORTS = tuple(
+    cls
+    for cls in (
+        getattr(sdk_transport, "HttpTransportCore", None),
+        getattr(sdk_transport, "BaseHttpTransport", None),
+    )
+    if isinstance(cls, type)
+) or (sdk_transport.HttpTransport,)
 
 
 class ChunkSession:
@@ -57,7 +95,17 @@ class ChunkSession:
         self._samples: list[RawSample] = []
         self._unix_offset_ns = 0
         self._pending: list[_PendingChunk] = []
+        self._dropped_seen = 0  # SOURCE.dropped_total when the last chunk was stashed
+        self._queue: deque[bytes] = deque()  # built chunk bodies, oldest first
+        self.queued_bytes = 0
+        self._in_flight: dict[int, float] = {}  # hand-off number -> monotonic time
+        self._handed_off = 0
+        self._unsent_samples_dropped = 0  # not yet told in a chunk
+        self._unsent_chunks_dropped = 0
+        self._unwarned_chunks_dropped = 0
+        self._last_drop_warning: float | None = None
         self.chunks_sent = 0
+        self.chunks_dropped = 0
         self._pid = os.getpid()
         SOURCE.add_periodic(self.periodic)
 
@@ -87,21 +135,22 @@ class ChunkSession:
                 self._linger_until = time.monotonic() + TRACE_LINGER_S
                 return
             self._end()
-        self._send_pending()
+        self._send_pending(everything=True)
 
     def end(self) -> None:
         """Ends the session whoever holds it (exit, teardown)."""
         with self._lock:
             self._holders.clear()
             self._end()
-        self._send_pending()
+        self._send_pending(everything=True)
 
     def flush(self) -> None:
-        """Sends what the current chunk has so far and starts a new chunk."""
+        """Sends what the current chunk has so far and starts a new chunk;
+        every queued chunk goes to the transport."""
         with self._lock:
             if self.profiler_id is not None:
                 SOURCE.collect(reset=True)
-        self._send_pending()
+        self._send_pending(everything=True)
 
     def periodic(self) -> None:
         """Run by the sampler's housekeeping thread after each drain."""
@@ -136,6 +185,9 @@ class ChunkSession:
         self._linger_until = None
         self._samples = []
         self._pending = []
+        self._queue = deque()
+        self.queued_bytes = 0
+        self._in_flight = {}
 
     # ---- sample source consumer (called with the source's lock held) ----
 
@@ -157,6 +209,7 @@ class ChunkSession:
             return False
         self.profiler_id = uuid.uuid4().hex
         self._unix_offset_ns = SOURCE.to_unix_ns(0)
+        self._dropped_seen = SOURCE.dropped_total
         prepare_transport()
         self._linger_until = None
         logger.debug("[Profiling] sigprof profiler session %s started", self.profiler_id)
@@ -175,7 +228,9 @@ class ChunkSession:
     def _stash_chunk(self, tables: EpochTables) -> None:
         if self.profiler_id is None or not self._samples:
             self._samples = []
-            return
+            return  # drops so far carry over to the next chunk
+        dropped = SOURCE.dropped_total - self._dropped_seen
+        self._dropped_seen = SOURCE.dropped_total
         self._pending.append(
             (
                 self._chunk_id,
@@ -184,26 +239,46 @@ class ChunkSession:
                 tables.stacks[:],
                 self._samples,
                 self._unix_offset_ns,
+                dropped,
             )
         )
         self._samples = []
 
-    def _send_pending(self) -> None:
+    def _send_pending(self, *, everything: bool = False) -> None:
+        """Builds the stashed chunks into the send queue and hands the
+        transport what it can take now (with `everything`: all of it, for
+        flush and the end of a session)."""
         with self._lock:
             pending, self._pending = self._pending, []
-        for chunk in pending:
-            self._send(chunk)
+        built = [(self._build(chunk), chunk[6]) for chunk in pending]
+        with self._lock:
+            for body, dropped_samples in built:
+                self._unsent_samples_dropped += dropped_samples
+                if body is not None:
+                    self._enqueue(body)
+            transport = getattr(sentry_sdk.get_client(), "transport", None)
+            throttled = not everything and isinstance(transport, _QUEUEING_TRANSPORTS)
+            room = MAX_IN_FLIGHT - self._count_in_flight() if throttled else len(self._queue)
+            bodies = [self._dequeue() for _ in range(min(room, len(self._queue)))]
+            losses = {
+                "dropped_samples": self._unsent_samples_dropped,
+                "dropped_chunks": self._unsent_chunks_dropped,
+            }
+            if bodies:
+                self._unsent_samples_dropped = self._unsent_chunks_dropped = 0
+        for index, body in enumerate(bodies):
+            self._hand_off(with_losses(body, losses) if index == 0 else body)
 
-    def _send(self, chunk: _PendingChunk) -> None:
-        chunk_id, profiler_id, frames, stacks, samples, offset = chunk
+    def _build(self, chunk: _PendingChunk) -> bytes | None:
+        chunk_id, profiler_id, frames, stacks, samples, offset, _ = chunk
         if not has_enough_samples(samples):
             logger.debug("[Profiling] Dropping chunk %s: no thread has 2 samples", chunk_id)
-            return
+            return None
         options, active = client_options()
         if not active:
-            return
+            return None
         converter = FrameConverter()
-        body = chunk_json(
+        return chunk_json(
             chunk_id=chunk_id,
             profiler_id=profiler_id,
             frames=[converter.convert(frame) for frame in frames],
@@ -214,7 +289,70 @@ class ChunkSession:
             options=options,
             sdk_name=sdk_name(),
         )
-        if send_envelope(chunk_envelope(body)):
+
+    # ---- the send queue (lock held) ----
+
+    def _enqueue(self, body: bytes) -> None:
+        self._queue.append(body)
+        self.queued_bytes += len(body)
+        # The newest chunk always stays, even alone over the byte bound.
+        while len(self._queue) > MAX_QUEUED_CHUNKS or (
+            self.queued_bytes > MAX_QUEUED_BYTES and len(self._queue) > 1
+        ):
+            self._dequeue()
+            self._chunk_dropped()
+
+    def _dequeue(self) -> bytes:
+        body = self._queue.popleft()
+        self.queued_bytes -= len(body)
+        return body
+
+    def _count_in_flight(self) -> int:
+        expired = time.monotonic() - IN_FLIGHT_TIMEOUT_S
+        for number, since in list(self._in_flight.items()):
+            if since < expired:
+                self._in_flight.pop(number, None)
+        return len(self._in_flight)
+
+    def _chunk_dropped(self) -> None:
+        self.chunks_dropped += 1
+        self._unsent_chunks_dropped += 1
+        self._unwarned_chunks_dropped += 1
+        transport = getattr(sentry_sdk.get_client(), "transport", None)
+        record = getattr(transport, "record_lost_event", None)
+        if callable(record):
+            record("queue_overflow", data_category="profile_chunk")
+        now = time.monotonic()
+        last = self._last_drop_warning
+        if last is None or now - last >= DROP_WARNING_INTERVAL_S:
+            logger.warning(
+                "[Profiling] sigprof dropped %d profile chunks: Sentry does not take them as "
+                "fast as they come (at most %d chunks or %d MiB wait to be sent)",
+                self._unwarned_chunks_dropped,
+                MAX_QUEUED_CHUNKS,
+                MAX_QUEUED_BYTES >> 20,
+            )
+            self._unwarned_chunks_dropped = 0
+            self._last_drop_warning = now
+
+    # ---- handing over (no lock held: a transport may call back) ----
+
+    def _hand_off(self, body: bytes) -> None:
+        with self._lock:
+            self._handed_off += 1
+            number = self._handed_off
+            self._in_flight[number] = time.monotonic()
+
+        def landed() -> None:
+            # No lock: this runs in the transport's thread, or in a garbage
+            # collection in any thread holding any lock; dict.pop is atomic.
+            self._in_flight.pop(number, None)
+
+        # A chunk counts against MAX_IN_FLIGHT until the transport starts
+        # sending it, or lets go of it unsent (queue full, rate limited).
+        envelope = chunk_envelope(body, on_read=landed)
+        weakref.finalize(envelope.items[0], landed)
+        if send_envelope(envelope):
             self.chunks_sent += 1
 
 
@@ -223,4 +361,10 @@ SESSION = ChunkSession()
 
 def stats() -> dict[str, Any]:
     """What the session is doing, for tests and debugging."""
-    return {"profiler_id": SESSION.profiler_id, "chunks_sent": SESSION.chunks_sent}
+    return {
+        "profiler_id": SESSION.profiler_id,
+        "chunks_sent": SESSION.chunks_sent,
+        "chunks_dropped": SESSION.chunks_dropped,
+        "chunks_queued": len(SESSION._queue),
+        "queued_bytes": SESSION.queued_bytes,
+    }

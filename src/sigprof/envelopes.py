@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Callable
 
 import sentry_sdk
 from sentry_sdk.consts import VERSION
@@ -33,12 +33,14 @@ def chunk_json(
     options: Mapping[str, Any] | None,
     sdk_name: str,
     sdk_version: str = VERSION,
+    losses: Mapping[str, int] | None = None,
 ) -> bytes:
     """A format v2 `profile_chunk` payload, as JSON: THE chunk builder, used by
     the Sentry layer (`continuous.py`) and by local mode (`exports.sentry_chunk`,
     `local_chunks`). Sample timestamps become Unix seconds on the spans' clock
     by adding unix_offset_ns. `options` gives `release`, `environment` and
-    `dist`, and sentry-sdk's in_app rules for frames without `in_app` yet."""
+    `dist`, and sentry-sdk's in_app rules for frames without `in_app` yet.
+    `losses` (see `with_losses`) is written only when something was lost."""
     thread_keys: dict[int, str] = {}
     for _, thread_id, _ in samples:
         if thread_id not in thread_keys:
@@ -64,8 +66,29 @@ def chunk_json(
         for key in ("release", "environment", "dist"):
             if options.get(key) is not None:
                 payload[key] = str(options[key]).strip()
+    if losses and any(losses.values()):
+        payload[LOSSES_KEY] = dict(losses)
     head = json.dumps(payload, allow_nan=False, separators=(",", ":"))
     return head.replace(f'"{marker}"', _samples_json(samples, unix_offset_ns), 1).encode()
+
+
+# Where a chunk says what sigprof lost before it: {"dropped_samples": n (the
+# native buffer was full), "dropped_chunks": n (the send queue was full)}.
+# Sentry has no field for either (a chunk's `measurements` take only time,
+# frequency, byte, percent and energy units), so this is a top-level key of
+# its own: Relay accepts the chunk and drops the key; local files keep it.
+LOSSES_KEY = "sigprof_losses"
+
+
+def with_losses(body: bytes, losses: Mapping[str, int]) -> bytes:
+    """A chunk_json body built without losses, with them added at the end
+    (the send queue learns of dropped chunks after the body was built)."""
+    if not any(losses.values()):
+        return body
+    if not body.endswith(b"}"):
+        raise ValueError("not a chunk_json body")
+    extra = json.dumps({LOSSES_KEY: dict(losses)}, separators=(",", ":")).encode()
+    return body[:-1] + b"," + extra[1:]
 
 
 def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int) -> str:
@@ -104,12 +127,28 @@ def has_enough_samples(samples: Sequence[RawSample]) -> bool:
     return False
 
 
-def chunk_envelope(body: bytes) -> Envelope:
-    """One envelope per chunk, holding the chunk's JSON as it is."""
+class _WatchedPayload(PayloadRef):
+    """A payload that calls `on_read` once, when first serialized: a
+    transport's worker reads it when it starts sending the envelope."""
+
+    def __init__(self, body: bytes, on_read: Callable[[], None]) -> None:
+        super().__init__(bytes=body)
+        self._on_read: Callable[[], None] | None = on_read
+
+    def get_bytes(self) -> bytes:
+        on_read, self._on_read = self._on_read, None
+        if on_read is not None:
+            on_read()
+        return super().get_bytes()
+
+
+def chunk_envelope(body: bytes, on_read: Callable[[], None] | None = None) -> Envelope:
+    """One envelope per chunk, holding the chunk's JSON as it is; `on_read`
+    is called when the transport first serializes it."""
     envelope = Envelope()
     envelope.add_item(
         Item(
-            payload=PayloadRef(bytes=body),
+            payload=PayloadRef(bytes=body) if on_read is None else _WatchedPayload(body, on_read),
             type="profile_chunk",
             content_type="application/json",
             headers={"platform": "python"},

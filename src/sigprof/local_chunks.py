@@ -52,8 +52,9 @@ ENV_OUTPUT_DIR = "SIGPROF_OUTPUT_DIR"
 CHUNK_INTERVAL_S = 60.0
 FILE_PREFIX = "sigprof-chunk-"
 
-# (frames, stacks, samples, unix offset) of a chunk waiting to be written
-_PendingChunk = tuple[list[Frame], list[tuple[int, ...]], list[RawSample], int]
+# (frames, stacks, samples, unix offset, samples the native buffer dropped
+# since the previous chunk) of a chunk waiting to be written
+_PendingChunk = tuple[list[Frame], list[tuple[int, ...]], list[RawSample], int, int]
 
 
 def output_dir_from_env() -> str | None:
@@ -95,6 +96,7 @@ class LocalChunkWriter:
         self._pending: list[_PendingChunk] = []
         self._chunk_started = 0.0
         self._unix_offset_ns = 0
+        self._dropped_seen = 0  # SOURCE.dropped_total at the last chunk
         self._sequence = 0
         self._pid = os.getpid()
         self._exit_hook_registered = False
@@ -119,6 +121,7 @@ class LocalChunkWriter:
 
                 raise SamplerError(SOURCE.last_error or "the native sampler did not start")
             self._unix_offset_ns = SOURCE.to_unix_ns(0)
+            self._dropped_seen = SOURCE.dropped_total
             self._running = True
         if not self._exit_hook_registered:
             _at_exit(self.stop)
@@ -166,10 +169,12 @@ class LocalChunkWriter:
 
     def _stash(self, tables: EpochTables) -> None:
         samples, self._samples = self._samples, []
-        if samples:
+        if samples:  # without, drops carry over to the next chunk
+            dropped = SOURCE.dropped_total - self._dropped_seen
+            self._dropped_seen = SOURCE.dropped_total
             with self._lock:
                 self._pending.append(
-                    (tables.frames[:], tables.stacks[:], samples, self._unix_offset_ns)
+                    (tables.frames[:], tables.stacks[:], samples, self._unix_offset_ns, dropped)
                 )
 
     def _periodic(self) -> None:
@@ -188,7 +193,7 @@ class LocalChunkWriter:
             pending, self._pending = self._pending, []
         names = SOURCE.thread_names()
         paths = []
-        for frames, stacks, samples, offset in pending:
+        for frames, stacks, samples, offset, dropped in pending:
             body = sentry_chunk.chunk_body(
                 frames=frames,
                 stacks=stacks,
@@ -198,6 +203,7 @@ class LocalChunkWriter:
                 profiler_id=self.profiler_id,
                 release=self.release,
                 environment=self.environment,
+                dropped_samples=dropped,
             )
             paths.append(self._write(samples[0][0] + offset, body))
         self.written.extend(paths)

@@ -17,7 +17,16 @@ from sigprof.sampler import Frame, Sampler
 from sigprof.summary import progress_line
 
 DRAIN_INTERVAL_S = 0.5
+# At most one "samples dropped" line this often while the program runs.
+DROP_WARNING_INTERVAL_S = 60.0
 _SIGPROF_DIR = os.path.dirname(os.path.abspath(sigprof.__file__)) + os.sep
+
+
+def dropped_message(dropped: int) -> str:
+    return (
+        f"{dropped} samples dropped: the native buffer was full (something held the GIL "
+        "too long for sigprof to drain it)"
+    )
 
 
 class Recorder:
@@ -28,6 +37,7 @@ class Recorder:
         progress: TextIO | None = None,
         duration_s: float | None = None,
         on_duration: Callable[[], None] | None = None,
+        warnings: TextIO | None = None,
     ) -> None:
         self.sampler = sampler
         self.profile = Profile(
@@ -42,6 +52,9 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._started = 0.0
         self._kept = 0
+        self._warnings = warnings
+        self.dropped_told = 0  # the count the last warning line gave
+        self._last_drop_warning: float | None = None
         self.duration_reached = False
         # the launcher that started us (bin/sigprof, or sigprof/__main__.py)
         self._launcher = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -80,15 +93,31 @@ class Recorder:
             with self._lock:
                 self._drain()
             elapsed = time.monotonic() - self._started
+            dropped = self.sampler.dropped()
             if self._progress is not None:
-                dropped = int(self.sampler.stats().get("dropped", 0))
                 self._progress.write("\r" + progress_line(elapsed, self._kept, dropped) + "\033[K")
                 self._progress.flush()
+            else:
+                self._warn_dropped(dropped)
             if self._duration_s is not None and elapsed >= self._duration_s and not self.duration_reached:
                 self.duration_reached = True
                 self.sampler.stop()
                 if self._on_duration is not None:
                     self._on_duration()
+
+    def _warn_dropped(self, dropped: int) -> None:
+        """A line when samples were dropped, at most once a minute (the live
+        progress line, on a terminal, shows the count instead)."""
+        now = time.monotonic()
+        last = self._last_drop_warning
+        if self._warnings is None or dropped <= self.dropped_told:
+            return
+        if last is not None and now - last < DROP_WARNING_INTERVAL_S:
+            return
+        self._warnings.write(f"sigprof: warning: {dropped_message(dropped)}\n")
+        self._warnings.flush()
+        self.dropped_told = dropped
+        self._last_drop_warning = now
 
     def _is_launcher_frame(self, frame: Frame) -> bool:
         filename = frame.filename

@@ -36,6 +36,8 @@ SAMPLER_LINGER_S = 2.0
 # transaction profiles only does not keep every stack it ever saw.
 EPOCH_MAX_S = 60.0
 HOUSEKEEPING_ROUND_S = 0.25
+# At most one "samples dropped" warning this often; later drops are summed.
+DROP_WARNING_INTERVAL_S = 60.0
 
 
 class EpochTables:
@@ -80,6 +82,7 @@ class SampleSource:
         self.frequency = 101.0
         self.clock = "wall"
         self.max_stack_depth = 128
+        self.buffer_capacity: int | None = None  # None: the core's default
         self.sampler: Sampler | None = None
         self.tables = EpochTables()
         self._consumers: list[Consumer] = []
@@ -93,6 +96,12 @@ class SampleSource:
         self._epoch_owner: Consumer | None = None
         self._epoch_started = 0.0
         self._pid = os.getpid()
+        # Samples the native buffer dropped, over every run of the sampler;
+        # consumers take differences of it at their chunk boundaries.
+        self.dropped_total = 0
+        self._dropped_in_run = 0
+        self._unwarned_drops = 0
+        self._last_drop_warning: float | None = None
 
     def configure(self, frequency: float, clock: str, max_stack_depth: int) -> None:
         """Applies from the next start of the sampler."""
@@ -189,7 +198,9 @@ class SampleSource:
     # ---- internals (lock held) ----
 
     def _start(self) -> bool:
-        sampler = Sampler(self.frequency, self.clock, self.max_stack_depth)
+        sampler = Sampler(
+            self.frequency, self.clock, self.max_stack_depth, buffer_capacity=self.buffer_capacity
+        )
         try:
             sampler.start()
         except NativeUnavailable as error:
@@ -204,6 +215,7 @@ class SampleSource:
             logger.warning("[Profiling] sigprof could not start sampling: %s", error)
             return False
         self.sampler = sampler
+        self._dropped_in_run = 0
         self.tables.new_epoch()
         self._last_drain = self._epoch_started = time.monotonic()
         self._housekeeping.ensure_running(os.getpid())
@@ -215,7 +227,9 @@ class SampleSource:
             return
         if sampler.running:
             sampler.stop()
-            self._feed(sampler.drain(), reset=False)
+            batch = sampler.drain()
+            self._count_drops(sampler)
+            self._feed(batch, reset=False)
         self._idle_since = None
 
     def _collect(self, reset: bool) -> None:
@@ -224,10 +238,37 @@ class SampleSource:
             return
         # A stopped sampler cannot reset its ids; its next start does.
         reset = reset and sampler.running
-        self._feed(sampler.drain(reset_interning=reset), reset)
+        batch = sampler.drain(reset_interning=reset)
+        self._count_drops(sampler)
+        self._feed(batch, reset)
         self._last_drain = time.monotonic()
         if reset:
             self._epoch_started = self._last_drain
+
+    def _count_drops(self, sampler: Sampler) -> None:
+        """Adds what the native buffer dropped since the last drain to
+        dropped_total (before the batch is fed, so a chunk ending now counts
+        it), and warns, at most once a minute."""
+        dropped = sampler.dropped()
+        new = dropped - self._dropped_in_run
+        if new <= 0:
+            return
+        self._dropped_in_run = dropped
+        self.dropped_total += new
+        self._unwarned_drops += new
+        now = time.monotonic()
+        last = self._last_drop_warning
+        if last is None or now - last >= DROP_WARNING_INTERVAL_S:
+            from sentry_sdk.utils import logger
+
+            logger.warning(
+                "[Profiling] sigprof dropped %d samples: the native buffer was full "
+                "(it was not drained for too long; %d dropped in this process so far)",
+                self._unwarned_drops,
+                self.dropped_total,
+            )
+            self._unwarned_drops = 0
+            self._last_drop_warning = now
 
     def _feed(self, batch: Batch, reset: bool) -> None:
         self.tables.absorb(batch)

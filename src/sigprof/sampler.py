@@ -28,6 +28,7 @@ from sigprof.naming import ModuleIndex, QualnameIndex
 DEFAULT_FREQUENCY = 101
 MAX_FREQUENCY = 500  # a 2 ms interval: faster livelocks some event loops
 MAX_STACK_DEPTH = 4096
+MAX_BUFFER_CAPACITY = 1 << 20
 CLOCKS = ("wall", "cpu")
 
 
@@ -107,6 +108,22 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
+def _check_capacity(value: object) -> int | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 16 <= value <= MAX_BUFFER_CAPACITY
+        or value & (value - 1)
+    ):
+        raise ValueError(
+            f"buffer_capacity must be a power of two from 16 to {MAX_BUFFER_CAPACITY}, "
+            f"or None, not {value!r}"
+        )
+    return value
+
+
 _running: Sampler | None = None
 _running_lock = threading.Lock()
 
@@ -122,6 +139,7 @@ class Sampler:
         *,
         max_threads: int = 1024,
         chain: bool = False,
+        buffer_capacity: int | None = None,
     ) -> None:
         self.frequency = _check_frequency(frequency)
         if clock not in CLOCKS:
@@ -130,6 +148,7 @@ class Sampler:
         self.max_stack_depth = _check_int("max_stack_depth", max_stack_depth, 1, MAX_STACK_DEPTH)
         self.max_threads = _check_int("max_threads", max_threads, 1, 65536)
         self.chain = bool(chain)
+        self.buffer_capacity = _check_capacity(buffer_capacity)
         self._pid: int | None = None
         self._anchor: tuple[int, int] = (0, 0)  # (unix ns, monotonic ns) taken together
         self._batches: list[Batch] = []
@@ -162,7 +181,7 @@ class Sampler:
                     self.clock,
                     self.max_stack_depth,
                     self.max_threads,
-                    0,
+                    self.buffer_capacity or 0,  # 0: the core sizes it from the depth
                     self.chain,
                     threading._active,  # type: ignore[attr-defined]
                     self._thread_names,
@@ -235,6 +254,16 @@ class Sampler:
                 "untracked_threads", "stale_signals", "ticks", "registered_threads", "signals",
             )
         }
+
+    def dropped(self) -> int:
+        """Samples lost so far in this run because the native buffer was full
+        (the sampler was not drained for too long)."""
+        from sigprof import _native
+
+        if self._pid is None:
+            return 0
+        dropped = _native.counters()["dropped"]
+        return dropped if isinstance(dropped, int) else 0
 
     def to_unix_ns(self, timestamp_ns: int) -> int:
         """A sample's timestamp on the Unix clock sentry-sdk stamps spans with."""

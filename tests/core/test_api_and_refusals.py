@@ -36,6 +36,29 @@ def test_bad_clock(clock):
         sigprof.Sampler(clock=clock)
 
 
+@pytest.mark.parametrize("capacity", [0, 8, 17, 1000, 2**21, 16.0, "16", True])
+def test_bad_buffer_capacity(capacity):
+    with pytest.raises(ValueError, match="buffer_capacity"):
+        sigprof.Sampler(buffer_capacity=capacity)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 70000, 1.5, "8", None])
+def test_bad_max_threads(threads):
+    with pytest.raises(ValueError, match="max_threads"):
+        sigprof.Sampler(max_threads=threads)
+
+
+def test_full_buffer_drops_and_counts(sampler_factory):
+    # 16 records and no drain for half a second at 400 Hz: most are dropped
+    sampler = sampler_factory(frequency=400, buffer_capacity=16)
+    with sampler:
+        spin(0.5)
+    kept = len(sampler.samples())
+    dropped = sampler.dropped()
+    assert dropped == sampler.stats()["dropped"]
+    assert dropped > kept > 0
+
+
 def test_second_sampler_is_refused(sampler_factory):
     first = sampler_factory()
     second = sampler_factory()

@@ -59,7 +59,12 @@ JSON_TYPES = {"transaction", "event", "profile", "profile_chunk", "client_report
 
 
 class Receiver:
-    def __init__(self) -> None:
+    """delay_s: seconds each request waits before it is read (a slow Sentry);
+    port: listen there (0: any free port), to come back where a closed one was."""
+
+    def __init__(self, delay_s: float = 0.0, port: int = 0) -> None:
+        self.delay_s = delay_s
+        self.requests = 0
         self.envelopes: list[Envelope] = []
         self.raw_items: list[tuple[dict[str, Any], bytes]] = []
         self.lock = threading.Lock()
@@ -67,6 +72,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                with receiver.lock:
+                    receiver.requests += 1
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -85,7 +94,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.dsn = f"http://public@127.0.0.1:{self.server.server_address[1]}/1"

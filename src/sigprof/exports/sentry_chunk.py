@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import sigprof
-from sigprof.envelopes import chunk_json
+from sigprof.envelopes import LOSSES_KEY, chunk_json
 from sigprof.exports.labels import in_app, module_relative_path
 from sigprof.profile_model import Profile
 from sigprof.sampler import Frame
@@ -58,9 +58,11 @@ def chunk_body(
     chunk_id: str | None = None,
     release: str | None = None,
     environment: str | None = None,
+    dropped_samples: int = 0,
 ) -> bytes:
     """One chunk's JSON from frames, stacks (frame ids, leaf first) and
-    (ns, thread id, stack id) samples; ns + unix_offset_ns is Unix time."""
+    (ns, thread id, stack id) samples; ns + unix_offset_ns is Unix time.
+    dropped_samples: samples lost to a full native buffer before it."""
     tags = {"release": release, "environment": environment}
     return chunk_json(
         chunk_id=chunk_id or uuid.uuid4().hex,
@@ -73,6 +75,7 @@ def chunk_body(
         options={key: value for key, value in tags.items() if value},
         sdk_name=SDK_NAME,
         sdk_version=sigprof.__version__,
+        losses={"dropped_samples": dropped_samples},
     )
 
 
@@ -81,7 +84,9 @@ class Chunk(NamedTuple):
     body: bytes  # the chunk's JSON
 
 
-def _chunk(profile: Profile, samples: list[tuple[int, int, int]], profiler_id: str) -> Chunk:
+def _chunk(
+    profile: Profile, samples: list[tuple[int, int, int]], profiler_id: str, dropped: int = 0
+) -> Chunk:
     """One chunk from sorted (unix ns, thread id, profile stack id) samples;
     only the frames and stacks those samples use are included, renumbered."""
     frame_map: dict[int, int] = {}
@@ -109,6 +114,7 @@ def _chunk(profile: Profile, samples: list[tuple[int, int, int]], profiler_id: s
         unix_offset_ns=0,
         thread_names={tid: thread.name for tid, thread in profile.threads.items()},
         profiler_id=profiler_id,
+        dropped_samples=dropped,
     )
     return Chunk(samples[0][0] if samples else 0, body)
 
@@ -133,12 +139,13 @@ def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[Chunk]:
                     step += 1
                 flat.append((when, thread.thread_id, stack_id))
     flat.sort()
+    dropped = profile.stats.get("dropped", 0)  # the whole run's count, told by the first chunk
     start = 0
     while start < len(flat):
         end = start
         while end < len(flat) and flat[end][0] - flat[start][0] < CHUNK_SPAN_NS:
             end += 1
-        yield _chunk(profile, flat[start:end], profiler_id)
+        yield _chunk(profile, flat[start:end], profiler_id, dropped if start == 0 else 0)
         start = end
 
 
@@ -147,7 +154,7 @@ def render(profile: Profile) -> bytes:
     Lines, one chunk per line (each alone is what Sentry accepts)."""
     found = [chunk.body for chunk in chunks(profile)]
     if not found:
-        found = [_chunk(profile, [], uuid.uuid4().hex).body]
+        found = [_chunk(profile, [], uuid.uuid4().hex, profile.stats.get("dropped", 0)).body]
     return b"\n".join(found) + (b"\n" if len(found) > 1 else b"")
 
 
@@ -197,6 +204,9 @@ def parse_into(profile: Profile, document: dict[str, Any]) -> None:
         tid = int(tid_text) if tid_text.isdigit() else abs(hash(tid_text))
         thread = profile.thread(tid, names.get(tid_text) or None)
         thread.samples.append((when, stack_ids[int(sample["stack_id"])], 1))
+    dropped = (document.get(LOSSES_KEY) or {}).get("dropped_samples")
+    if isinstance(dropped, int) and dropped > 0:
+        profile.stats["dropped"] = profile.stats.get("dropped", 0) + dropped
     _guess_interval(profile)
 
 

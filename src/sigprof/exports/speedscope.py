@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import sigprof
+from sigprof.envelopes import LOSSES_KEY
 from sigprof.exports.labels import is_special
 from sigprof.profile_model import Profile
 from sigprof.sampler import Frame
@@ -44,7 +45,7 @@ def to_dict(profile: Profile) -> dict[str, Any]:
             "samples": samples,
             "weights": weights,
         })
-    return {
+    document: dict[str, Any] = {
         "$schema": SCHEMA_URL,
         "shared": {"frames": frames},
         "profiles": profiles,
@@ -52,6 +53,10 @@ def to_dict(profile: Profile) -> dict[str, Any]:
         "activeProfileIndex": 0,
         "exporter": f"sigprof@{sigprof.__version__}",
     }
+    dropped = profile.stats.get("dropped", 0)
+    if dropped:  # speedscope reads only its own keys
+        document[LOSSES_KEY] = {"dropped_samples": dropped}
+    return document
 
 
 def render(profile: Profile) -> bytes:
@@ -76,6 +81,9 @@ def parse(document: dict[str, Any]) -> Profile:
         for stack, weight in _stacks_of(entry):
             ids = tuple(profile.intern_frame(frames[i]) for i in reversed(stack))
             thread.samples.append((0, profile.intern_stack(ids), weight * scale))
+    dropped = (document.get(LOSSES_KEY) or {}).get("dropped_samples")
+    if isinstance(dropped, int) and dropped > 0:
+        profile.stats["dropped"] = dropped
     return profile
 
 

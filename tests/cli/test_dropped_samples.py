@@ -1,0 +1,97 @@
+"""Samples dropped to a full native buffer reach the user in local mode: a
+warning line from `sigprof run`, the count in the exports that have room for
+it (Sentry JSON, speedscope, HTML stats) and in local chunk files, and back
+through `sigprof view`/`report`."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from sigprof import readers
+from sigprof.envelopes import LOSSES_KEY
+from sigprof.local_chunks import LocalChunkWriter, read_directory
+from sigprof.sample_source import SOURCE
+from tests.exports.test_sentry_chunk import vroom_parse
+
+from .conftest import needs_native, sigprof_cli, write_script
+
+# The main thread holds the GIL in one long C call (a regular expression that
+# backtracks) while four threads want it: they are sampled while they wait,
+# sigprof's drain cannot run, and the native buffer overflows.
+GIL_HOG = """
+    import re, threading, time
+    stop = False
+    def spin():
+        while not stop:
+            sum(range(100))
+    threads = [threading.Thread(target=spin) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        re.match(r"(a+)+$", "a" * 24 + "b")
+    stop = True
+    for thread in threads:
+        thread.join()
+"""
+
+DROPPED_LINE = re.compile(r"sigprof: warning: (\d+) samples dropped: the native buffer was full")
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", ["sentry", "speedscope"])
+def test_run_warns_and_the_export_keeps_the_count(tmp_path: Path, fmt: str) -> None:
+    write_script(tmp_path / "hog.py", GIL_HOG)
+    out = tmp_path / f"out.{fmt}.json"
+    result = sigprof_cli(
+        "run", "-f", "500", "--no-summary", "--format", fmt, "-o", str(out), "hog.py",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    counts = [int(n) for n in DROPPED_LINE.findall(result.stderr)]
+    assert counts and counts == sorted(counts)  # said as it happens, and at the end if more
+    document = json.loads(out.read_text())
+    assert document[LOSSES_KEY]["dropped_samples"] == counts[-1]
+    if fmt == "sentry":
+        vroom_parse(out.read_text())  # Sentry's parser takes the extra key
+    # and read back, `sigprof view` shows it again
+    assert readers.load(str(out)).stats["dropped"] == counts[-1]
+
+
+@needs_native
+def test_quiet_when_nothing_is_dropped(tmp_path: Path) -> None:
+    write_script(tmp_path / "calm.py", "import time\ntime.sleep(0.3)\n")
+    result = sigprof_cli("run", "--format", "sentry", "-o", "out.json", "calm.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "dropped" not in result.stderr
+    assert LOSSES_KEY not in json.loads((tmp_path / "out.json").read_text())
+
+
+@needs_native
+def test_local_chunk_files_count_dropped_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SOURCE, "buffer_capacity", 16)  # 16 records a second at 200 Hz
+    SOURCE.configure(200, "wall", 128)
+    try:
+        before = SOURCE.dropped_total
+        with LocalChunkWriter(str(tmp_path), interval_s=0.5):
+            deadline = time.monotonic() + 1.6
+            while time.monotonic() < deadline:
+                sum(range(300))
+        dropped = SOURCE.dropped_total - before
+    finally:
+        SOURCE.stop_now()
+        SOURCE.configure(101, "wall", 128)
+    told = 0
+    for path in sorted(tmp_path.glob("sigprof-chunk-*.json")):
+        document = json.loads(path.read_text())
+        vroom_parse(path.read_text())
+        told += document.get(LOSSES_KEY, {}).get("dropped_samples", 0)
+    assert dropped > 0 and told == dropped
+    assert read_directory(str(tmp_path)).profile.stats["dropped"] == dropped

@@ -1,0 +1,238 @@
+"""Nothing lost silently: a full native buffer, a slow or unreachable Sentry,
+and the three moments a chunk must leave (stop_profiler, flush, exit; exit
+is in test_continuous.py). Everything goes through sentry-sdk's real HTTP
+transport to a receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+from sentry_sdk.profiler import continuous_profiler
+
+import sigprof
+from sigprof import continuous, sample_source
+from sigprof.continuous import SESSION
+from sigprof.envelopes import LOSSES_KEY
+from sigprof.sample_source import SOURCE
+from tests.sentry.judge import check_chunk, normalize_transaction
+from tests.sentry.receiver import Receiver
+
+SDK_LOGGER = "sentry_sdk.errors"
+
+
+def spin(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sum(range(300))
+
+
+def _chunks(receiver: Receiver) -> list[dict[str, Any]]:
+    return receiver.payloads("profile_chunk")
+
+
+def _losses(chunks: list[dict[str, Any]], key: str) -> int:
+    return sum(int(chunk.get(LOSSES_KEY, {}).get(key, 0)) for chunk in chunks)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and all(w in r.getMessage() for w in words)
+    ]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def spinners() -> Iterator[None]:
+    """Four more busy threads: more samples per chunk."""
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            sum(range(300))
+
+    threads = [threading.Thread(target=work, name=f"spinner-{i}") for i in range(4)]
+    for thread in threads:
+        thread.start()
+    yield
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+
+def _init(dsn: str, **options: Any) -> None:
+    sigprof.init(
+        dsn=dsn,
+        traces_sample_rate=1.0,
+        profile_session_sample_rate=1.0,
+        integrations=[sigprof.SigprofIntegration(frequency=500)],
+        **options,
+    )
+
+
+# ---- a full native buffer ----
+
+
+def test_full_native_buffer_is_counted_logged_and_written_into_chunks(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 16 records between drains a second apart, at 500 Hz: most are dropped.
+    monkeypatch.setattr(SOURCE, "buffer_capacity", 16)
+    monkeypatch.setattr(SOURCE, "_last_drop_warning", None)
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    _init(receiver.dsn, debug=True)
+    before = SOURCE.dropped_total
+    sigprof.start_profiler()
+    with sentry_sdk.start_transaction(name="still sent"):
+        spin(2.6)  # two drains or more see drops
+    sigprof.stop_profiler()
+    dropped = SOURCE.dropped_total - before
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(_chunks(r)) and bool(r.payloads("transaction")))
+    normalize_transaction(receiver.payloads("transaction")[0])
+    chunks = _chunks(receiver)
+    for chunk in chunks:
+        check_chunk(chunk)  # Sentry's parser takes a chunk with the extra key
+    assert dropped > 0
+    assert _losses(chunks, "dropped_samples") == dropped
+    # one warning however many drains dropped samples; the rest wait their minute
+    (message,) = _warnings(caplog, "dropped", "native buffer")
+    assert int(message.split("dropped ")[1].split()[0]) < dropped
+
+
+# ---- when chunks leave ----
+
+
+def test_stop_profiler_alone_sends_the_chunk(receiver: Receiver) -> None:
+    _init(receiver.dsn)
+    sigprof.start_profiler()
+    spin(0.3)
+    sigprof.stop_profiler()
+    # no flush: the transport's worker sends it on its own
+    receiver.wait_for(lambda r: bool(_chunks(r)))
+    (chunk,) = _chunks(receiver)
+    check_chunk(chunk)
+    assert "spin" in {frame["function"] for frame in chunk["profile"]["frames"]}
+
+
+def test_flush_delivers_the_running_chunk_before_it_returns(receiver: Receiver) -> None:
+    _init(receiver.dsn)
+    sigprof.start_profiler()
+    spin(0.3)
+    sentry_sdk.flush()
+    chunks = _chunks(receiver)  # already there: flush waits for the transport
+    assert len(chunks) == 1
+    check_chunk(chunks[0])
+    assert continuous_profiler.get_profiler_id() is not None  # still profiling
+    sigprof.stop_profiler()
+
+
+# ---- a slow or unreachable Sentry ----
+
+
+def test_slow_sentry_bounded_queue_drops_oldest_tells_and_keeps_transactions(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, spinners: None
+) -> None:
+    receiver = Receiver(delay_s=3.0)
+    try:
+        monkeypatch.setattr(continuous, "CHUNK_SECONDS", 0.2)
+        monkeypatch.setattr(SESSION, "_last_drop_warning", None)
+        caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+        _init(receiver.dsn, debug=True)
+        native_drops = SOURCE.dropped_total
+        dropped_before = SESSION.chunks_dropped
+        sigprof.start_profiler()
+        most_queued, most_bytes = 0, 0
+        with sentry_sdk.start_transaction(name="behind the chunks"):
+            # a chunk every 0.2 s, one sent every 3 s: the queue fills in a
+            # few seconds (more on a loaded machine)
+            deadline = time.monotonic() + 30.0
+            while SESSION.chunks_dropped == dropped_before and time.monotonic() < deadline:
+                spin(0.1)
+                stats = continuous.stats()
+                most_queued = max(most_queued, stats["chunks_queued"])
+                most_bytes = max(most_bytes, stats["queued_bytes"])
+        dropped = SESSION.chunks_dropped - dropped_before
+        assert dropped > 0
+        assert most_queued <= continuous.MAX_QUEUED_CHUNKS
+        assert most_bytes <= continuous.MAX_QUEUED_BYTES
+        # the housekeeping thread never waited on the transport: no drain was late
+        assert SOURCE.dropped_total == native_drops
+        assert len(_warnings(caplog, "dropped", "profile chunks")) == 1
+        receiver.delay_s = 0.0  # Sentry is back
+        spin(0.5)
+        sigprof.stop_profiler()
+        sentry_sdk.flush(timeout=30)
+        receiver.wait_for(lambda r: bool(r.payloads("transaction")), timeout=30)
+        normalize_transaction(receiver.payloads("transaction")[0])
+        chunks = _chunks(receiver)
+        for chunk in chunks:
+            check_chunk(chunk)
+        total_dropped = SESSION.chunks_dropped - dropped_before
+        assert _losses(chunks, "dropped_chunks") == total_dropped
+        assert receiver.outcomes().count(("queue_overflow", "profile_chunk")) == total_dropped
+    finally:
+        SESSION.end()
+        sentry_sdk.get_client().close(timeout=10)
+        receiver.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_sentry_keeps_memory_bounded_then_chunks_arrive(
+    monkeypatch: pytest.MonkeyPatch, spinners: None
+) -> None:
+    port = _free_port()  # nothing listens: connection refused
+    monkeypatch.setattr(continuous, "CHUNK_SECONDS", 0.2)
+    monkeypatch.setattr(sample_source, "DRAIN_INTERVAL_S", 0.2)
+    _init(f"http://public@127.0.0.1:{port}/1")
+    sigprof.start_profiler()
+    spin(1.0)
+    rss_start = _rss_bytes()
+    sent_before = SESSION.chunks_sent
+    most_bytes, rss_most = 0, rss_start
+    deadline = time.monotonic() + 6.0  # 30 chunk periods
+    while time.monotonic() < deadline:
+        spin(0.2)
+        most_bytes = max(most_bytes, continuous.stats()["queued_bytes"])
+        rss_most = max(rss_most, _rss_bytes())
+    handed = SESSION.chunks_sent - sent_before
+    assert handed >= 10
+    assert most_bytes <= continuous.MAX_QUEUED_BYTES
+    # Every chunk was handed over and let go of; keeping them would grow by
+    # their size, a few hundred kB each at 5 threads x 500 Hz x 0.2 s.
+    assert rss_most - rss_start < 32 << 20
+    receiver = Receiver(port=port)
+    try:
+        spin(1.0)
+        sigprof.stop_profiler()
+        sentry_sdk.flush(timeout=10)
+        receiver.wait_for(lambda r: bool(_chunks(r)))
+        for chunk in _chunks(receiver):
+            check_chunk(chunk)
+        # the chunks lost while Sentry was away are told by sentry-sdk's report
+        lost = receiver.outcomes().count(("network_error", "profile_chunk"))
+        assert lost >= handed - 2
+    finally:
+        SESSION.end()
+        sentry_sdk.get_client().close(timeout=10)
+        receiver.close()
