@@ -22,6 +22,7 @@ from sentry_sdk.utils import is_valid_sample_rate, logger
 from sigprof.continuous import SESSION
 
 _MANUAL = "manual-lifecycle"
+LIFECYCLES = ("manual", "trace")
 
 # (pid, rate, decision): the session sample decision is made once per
 # process for a given rate, so a second init() does not re-roll it.
@@ -76,6 +77,12 @@ class NativeContinuousScheduler(sdk_continuous.ContinuousScheduler):
         self.capture_func = capture_func
         self.lifecycle = options.get("profile_lifecycle")
         self.sampled = session_sampled(options.get("profile_session_sample_rate"))
+        if self.sampled and self.lifecycle not in LIFECYCLES:
+            logger.warning(
+                "[Profiling] Continuous profiling is off: profile_lifecycle must be "
+                "'manual' or 'trace', not %r",
+                self.lifecycle,
+            )
         self.buffer = None
         self.pid: int | None = None
         self.running = False

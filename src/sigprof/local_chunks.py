@@ -33,6 +33,7 @@ After ``os.fork()`` the child writes nothing of the parent's: call
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import sys
@@ -81,6 +82,8 @@ class LocalChunkWriter:
             raise ValueError(f"no output directory: pass one or set {ENV_OUTPUT_DIR}")
         if not 0 < interval_s <= CHUNK_INTERVAL_S:
             raise ValueError(f"interval_s must be above 0 and at most {CHUNK_INTERVAL_S:.0f} s")
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise NotADirectoryError(errno.ENOTDIR, "a file, not a directory", directory)
         os.makedirs(directory, exist_ok=True)
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write chunk files into {directory}")

@@ -91,7 +91,7 @@ def native_unavailable_reason() -> str | None:
     return None if ok else why
 
 
-def _check_frequency(frequency: object) -> float:
+def check_frequency(frequency: object) -> float:
     if isinstance(frequency, bool) or not isinstance(frequency, (int, float)):
         raise TypeError(f"frequency must be a number of samples per second, not {frequency!r}")
     if not math.isfinite(frequency) or not 0 < frequency <= MAX_FREQUENCY:
@@ -102,7 +102,7 @@ def _check_frequency(frequency: object) -> float:
     return float(frequency)
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
+def check_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")
     return value
@@ -141,12 +141,12 @@ class Sampler:
         chain: bool = False,
         buffer_capacity: int | None = None,
     ) -> None:
-        self.frequency = _check_frequency(frequency)
+        self.frequency = check_frequency(frequency)
         if clock not in CLOCKS:
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
         self.clock = clock
-        self.max_stack_depth = _check_int("max_stack_depth", max_stack_depth, 1, MAX_STACK_DEPTH)
-        self.max_threads = _check_int("max_threads", max_threads, 1, 65536)
+        self.max_stack_depth = check_int("max_stack_depth", max_stack_depth, 1, MAX_STACK_DEPTH)
+        self.max_threads = check_int("max_threads", max_threads, 1, 65536)
         self.chain = bool(chain)
         self.buffer_capacity = _check_capacity(buffer_capacity)
         self._pid: int | None = None

@@ -29,6 +29,7 @@ from sentry_sdk.utils import is_valid_sample_rate, logger
 _sdk_client: Any = importlib.import_module("sentry_sdk.client")
 _sdk_scope: Any = importlib.import_module("sentry_sdk.scope")
 
+from sigprof import local_chunks
 from sigprof.continuous import SESSION
 from sigprof.continuous_scheduler import (
     setup_native_continuous_profiler,
@@ -36,7 +37,15 @@ from sigprof.continuous_scheduler import (
 )
 from sigprof.local_chunks import LocalChunkWriter, output_dir_from_env
 from sigprof.sample_source import SOURCE
-from sigprof.sampler import CLOCKS, NativeUnavailable, SamplerError, native_unavailable_reason
+from sigprof.sampler import (
+    CLOCKS,
+    MAX_STACK_DEPTH,
+    NativeUnavailable,
+    SamplerError,
+    check_frequency,
+    check_int,
+    native_unavailable_reason,
+)
 from sigprof.spans import profile, start_profiling_span
 from sigprof.transaction_profiles import (
     NativeProfile,
@@ -64,11 +73,13 @@ class SigprofIntegration(Integration):
     def __init__(
         self, *, frequency: float = 101, clock: str = "wall", max_stack_depth: int = 128
     ) -> None:
+        # Checked here, naming the option: the sampler starts later, inside
+        # a transaction or a profiler session, where an error would lose it.
+        self.frequency = check_frequency(frequency)
         if clock not in CLOCKS:
             raise ValueError(f"clock must be 'wall' or 'cpu', not {clock!r}")
-        self.frequency = frequency
         self.clock = clock
-        self.max_stack_depth = max_stack_depth
+        self.max_stack_depth = check_int("max_stack_depth", max_stack_depth, 1, MAX_STACK_DEPTH)
 
     @staticmethod
     def setup_once() -> None:
@@ -145,11 +156,18 @@ def _set_up_local_chunks(output_dir: str | None) -> None:
         _warn_no_local_chunks(reason)
         return
     _configure_from(options)
-    writer = LocalChunkWriter(
-        directory,
-        release=_tag(options.get("release")),
-        environment=_tag(options.get("environment")),
-    )
+    try:
+        writer = LocalChunkWriter(
+            directory,
+            release=_tag(options.get("release")),
+            environment=_tag(options.get("environment")),
+        )
+    except OSError as error:
+        given = "output_dir" if output_dir else local_chunks.ENV_OUTPUT_DIR
+        raise type(error)(
+            f"sigprof.init(): {given}={directory!r} cannot hold chunk files: "
+            f"{error.strerror or error}"
+        ) from None
     try:
         writer.start()
     except SamplerError as error:

@@ -46,6 +46,20 @@ def _decide(sample_rate: Any) -> bool:
     return random.random() < float(sample_rate)
 
 
+def _text(option: str, value: Any) -> str | None:
+    """sentry-sdk fails on a span whose name or op is not a string (as it
+    logs the span): such a value becomes its str(), with a warning."""
+    if value is None or isinstance(value, str):
+        return value
+    logger.warning(
+        "[Profiling] A profiling span's %s must be a string, not %s: using %r",
+        option,
+        type(value).__name__,
+        str(value),
+    )
+    return str(value)
+
+
 class ProfilingSpan:
     """A span whose block is sampled; see the module docstring."""
 
@@ -57,8 +71,8 @@ class ProfilingSpan:
         name: str | None = None,
         sample_rate: float | None = None,
     ) -> None:
-        self.description = description if description is not None else name
-        self.op = op
+        self.description = _text("description", description if description is not None else name)
+        self.op = _text("op", op)
         self.sample_rate = sample_rate
         self.span: Any = None
         self.profiled = False
@@ -200,6 +214,8 @@ def profile(
     """`@profile()` (or `@profile`): each call is profiled in its own span.
     Works on functions, methods, async functions and generators."""
 
+    span_op = _text("op", op) or "function"  # checked once, not at every call
+
     def decorate(target: Any) -> Any:
         if isinstance(target, (classmethod, staticmethod)):
             return type(target)(decorate(target.__func__))
@@ -207,10 +223,10 @@ def profile(
             raise TypeError(
                 f"sigprof.profile() decorates functions and methods, not {type(target).__name__}"
             )
-        span_name = name or getattr(target, "__qualname__", None) or repr(target)
+        span_name = _text("name", name) or getattr(target, "__qualname__", None) or repr(target)
 
         def make() -> ProfilingSpan:
-            return ProfilingSpan(span_name, op or "function", sample_rate=sample_rate)
+            return ProfilingSpan(span_name, span_op, sample_rate=sample_rate)
 
         return _wrap(target, make)
 

@@ -223,6 +223,45 @@ def test_unknown_format(tmp_path: Path) -> None:
     assert "unknown format 'svg'" in result.stderr and "speedscope" in result.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["-f", "0"], "argument -f/--frequency: must be above 0 and at most 500 Hz"),
+    (["--frequency", "1000"], "argument -f/--frequency: must be above 0 and at most 500 Hz"),
+    (["-f", "nan"], "argument -f/--frequency: must be above 0 and at most 500 Hz"),
+    (["-f", "fast"], "argument -f/--frequency: not a number: 'fast'"),
+    (["--clock", "real"], "argument --clock: invalid choice: 'real'"),
+    (["--duration", "0"], "argument --duration: must be above 0"),
+    (["--duration", "soon"], "argument --duration: not a number of seconds: 'soon'"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_bad_run_options_are_named_before_the_program_runs(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    write_script(tmp_path / "ok.py", "print('ran')\n")
+    result = sigprof_cli("run", *args, "ok.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "ran" not in result.stdout
+
+
+def test_output_that_is_a_directory(tmp_path: Path) -> None:
+    write_script(tmp_path / "ok.py", "print('ran')\n")
+    (tmp_path / "out").mkdir()
+    result = sigprof_cli("run", "-o", "out", "ok.py", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "output out is a directory; give a file name" in result.stderr
+    assert "ran" not in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--since", "yesterday"], "cannot read the time 'yesterday'"),
+    (["--format", "svg"], "unknown format 'svg'"),
+])
+def test_bad_report_options(tmp_path: Path, args: list[str], message: str) -> None:
+    result = sigprof_cli("report", str(tmp_path), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
 def test_no_program_given(tmp_path: Path) -> None:
     result = sigprof_cli("run", "--format", "html", cwd=tmp_path)
     assert result.returncode == 2

@@ -11,7 +11,7 @@ import sentry_sdk
 from sentry_sdk.profiler import continuous_profiler
 
 import sigprof
-from tests.sentry.judge import check_chunk
+from tests.sentry.judge import check_chunk, normalize_transaction
 from tests.sentry.receiver import Receiver
 
 SDK_LOGGER = "sentry_sdk.errors"
@@ -179,3 +179,132 @@ def test_decorator_without_any_client_just_runs() -> None:
         assert work() == 5
     assert not span.profiled and span.span is None
     assert not sigprof.sample_source.SOURCE.running
+
+
+def _still_sent(receiver: Receiver, name: str = "still sent") -> None:
+    with sentry_sdk.start_transaction(name=name):
+        busy(0.15)
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: name in [e["transaction"] for e in r.payloads("transaction")])
+
+
+@pytest.mark.parametrize("returned", ["yes", -1, float("nan"), 2, [0.5]])
+def test_profiles_sampler_returning_junk(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, returned: Any
+) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(
+        dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profiles_sampler=lambda _: returned
+    )
+    _still_sent(receiver)
+    assert receiver.payloads("profile") == []
+    assert "sample rate" in _warnings(caplog).lower()
+
+
+@pytest.mark.parametrize("behaviour", ["returns None", "raises"])
+def test_profiles_sampler_returning_none_or_raising(receiver: Receiver, behaviour: str) -> None:
+    def sampler(context: Any) -> Any:
+        if behaviour == "raises":
+            raise RuntimeError("sampler bug")
+        return None
+
+    sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sampler=sampler)
+    _still_sent(receiver)
+    assert receiver.payloads("profile") == []
+
+
+@pytest.mark.parametrize("lifecycle", ["always", "Manual", None, 3])
+def test_bad_profile_lifecycle_warns_and_profiles_nothing(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, lifecycle: Any
+) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(
+        dsn=receiver.dsn,
+        debug=True,
+        traces_sample_rate=1.0,
+        profile_session_sample_rate=1.0,
+        profile_lifecycle=lifecycle,
+    )
+    assert f"profile_lifecycle must be 'manual' or 'trace', not {lifecycle!r}" in _warnings(caplog)
+    sigprof.start_profiler()
+    assert continuous_profiler.get_profiler_id() is None
+    _still_sent(receiver)
+    sigprof.stop_profiler()
+    assert receiver.payloads("profile_chunk") == []
+
+
+@pytest.mark.parametrize(
+    "options, error, option",
+    [
+        ({"frequency": 0}, ValueError, "frequency"),
+        ({"frequency": 10_000}, ValueError, "frequency"),
+        ({"frequency": float("nan")}, ValueError, "frequency"),
+        ({"frequency": "101"}, TypeError, "frequency"),
+        ({"max_stack_depth": 0}, ValueError, "max_stack_depth"),
+        ({"max_stack_depth": "deep"}, ValueError, "max_stack_depth"),
+        ({"clock": "real"}, ValueError, "clock"),
+    ],
+)
+def test_integration_options_are_checked_where_they_are_given(
+    options: dict[str, Any], error: type[Exception], option: str
+) -> None:
+    # not later, when a transaction starts the sampler and would be lost with it
+    with pytest.raises(error, match=option):
+        sigprof.SigprofIntegration(**options)
+
+
+def test_output_dir_that_is_a_file(tmp_path: Any) -> None:
+    path = tmp_path / "a-file"
+    path.write_text("")
+    with pytest.raises(NotADirectoryError, match=r"output_dir=.*a-file.*not a directory"):
+        sigprof.init(output_dir=str(path))
+    with pytest.raises(NotADirectoryError, match="output_dir="):
+        sigprof.init(output_dir=str(path / "below"))
+
+
+def test_output_dir_from_the_environment_is_named(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a-file"
+    path.write_text("")
+    monkeypatch.setenv("SIGPROF_OUTPUT_DIR", str(path))
+    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    with pytest.raises(NotADirectoryError, match="SIGPROF_OUTPUT_DIR="):
+        sigprof.init()
+
+
+def test_output_dir_that_does_not_exist_is_created(tmp_path: Any) -> None:
+    from sigprof import sentry_init
+
+    directory = tmp_path / "new" / "deeper"
+    sigprof.init(output_dir=str(directory))
+    try:
+        assert directory.is_dir()
+        assert sentry_init.local_writer() is not None
+    finally:
+        writer = sentry_init.local_writer()
+        if writer is not None:
+            writer.stop()
+
+
+def test_span_arguments_of_the_wrong_type_do_not_lose_the_transaction(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
+    sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0)
+
+    @sigprof.profile(name=5)  # type: ignore[arg-type]
+    def work() -> int:
+        busy(0.05)
+        return 3
+
+    with sigprof.start_profiling_span(description=123, op=object()):  # type: ignore[arg-type]
+        assert work() == 3
+    sentry_sdk.flush()
+    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
+    (event,) = receiver.payloads("transaction")
+    normalize_transaction(event)
+    assert event["transaction"] == "123"
+    assert [span["description"] for span in event["spans"]] == ["5"]
+    for option in ("description", "op", "name"):
+        assert f"span's {option} must be a string" in _warnings(caplog)
