@@ -264,12 +264,55 @@ int64_t sp_thread_cpu_ns(pid_t tid)
     return (int64_t)value.tv_sec * 1000000000 + value.tv_nsec;
 }
 
-sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t lock_high)
+int sp_thread_state_open(pid_t tid)
 {
     char path[64];
-    char buffer[256];
     snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* "running", or "-1 sp pc" (not in a system call), or "NR arg1 ... sp pc";
+ * anything else was not read from a state file. */
+static int parse_run_state(const char *text, uintptr_t lock_low, uintptr_t lock_high,
+                           sp_thread_run_state *state)
+{
+    if (strncmp(text, "running", 7) == 0 || strncmp(text, "-1 ", 3) == 0) {
+        *state = SP_THREAD_RUNNING;
+        return 0;
+    }
+    char *end;
+    long number = strtol(text, &end, 10);
+    if (end == text || *end != ' ') {
+        return -1;
+    }
+    *state = SP_THREAD_BLOCKED;
+    if (number == SYS_futex) {
+        unsigned long address = strtoul(end, NULL, 16);
+        if (address >= lock_low && address < lock_high) {
+            *state = SP_THREAD_LOCK_WAIT;
+        }
+    }
+    return 0;
+}
+
+sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low, uintptr_t lock_high)
+{
+    char buffer[256];
+    sp_thread_run_state state;
+    if (*state_fd >= 0) {
+        ssize_t length = pread(*state_fd, buffer, sizeof(buffer) - 1, 0);
+        if (length < 0 && errno == ESRCH) {
+            return SP_THREAD_GONE; /* still ours: closed when the thread's slot is */
+        }
+        if (length > 0) {
+            buffer[length] = '\0';
+            if (parse_run_state(buffer, lock_low, lock_high, &state) == 0) {
+                return state;
+            }
+        }
+        *state_fd = -1; /* closed behind our back, maybe reused: let it be */
+    }
+    int fd = sp_thread_state_open(tid);
     if (fd < 0) {
         return SP_THREAD_GONE;
     }
@@ -279,19 +322,7 @@ sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t loc
         return SP_THREAD_GONE;
     }
     buffer[length] = '\0';
-    /* "running", or "-1 sp pc" (not in a system call), or "NR arg1 ... sp pc" */
-    if (strncmp(buffer, "running", 7) == 0 || strncmp(buffer, "-1 ", 3) == 0) {
-        return SP_THREAD_RUNNING;
-    }
-    char *end;
-    long number = strtol(buffer, &end, 10);
-    if (number == SYS_futex) {
-        unsigned long address = strtoul(end, NULL, 16);
-        if (address >= lock_low && address < lock_high) {
-            return SP_THREAD_LOCK_WAIT;
-        }
-    }
-    return SP_THREAD_BLOCKED;
+    return parse_run_state(buffer, lock_low, lock_high, &state) == 0 ? state : SP_THREAD_GONE;
 }
 
 int sp_thread_signal(pid_t tid, uint64_t cookie)
@@ -435,9 +466,11 @@ void sp_sleep_until_ns(int64_t deadline_ns)
 pid_t sp_current_tid(void) { return 0; }
 pid_t sp_tid_of_pthread(unsigned long pthread_ident) { (void)pthread_ident; return 0; }
 int64_t sp_thread_cpu_ns(pid_t tid) { (void)tid; return -1; }
-sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t lock_high)
+int sp_thread_state_open(pid_t tid) { (void)tid; return -1; }
+sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low, uintptr_t lock_high)
 {
     (void)tid;
+    (void)state_fd;
     (void)lock_low;
     (void)lock_high;
     return SP_THREAD_GONE;

@@ -51,8 +51,14 @@ typedef enum {
 /* What the thread is doing now, from /proc/self/task/TID/syscall. A thread
  * waiting for the GIL (a futex wait on the GIL's condition variable or mutex,
  * which glibc retries after a signal) can be signalled safely; one blocked
- * in any other system call must not be. */
-sp_thread_run_state sp_thread_state(pid_t tid, uintptr_t lock_low, uintptr_t lock_high);
+ * in any other system call must not be.
+ * Opening that file costs several times more than reading it, so a caller
+ * that asks often keeps it open: state_fd is a descriptor from
+ * sp_thread_state_open(tid), or -1 to open and close the file for this call.
+ * When state_fd no longer reads as the thread's state file, *state_fd is set
+ * to -1 without closing it (it may be someone else's descriptor by now). */
+int sp_thread_state_open(pid_t tid);
+sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low, uintptr_t lock_high);
 /* Sends SIGPROF to one thread of this process, carrying cookie. */
 int sp_thread_signal(pid_t tid, uint64_t cookie);
 

@@ -34,18 +34,33 @@ static inline uint64_t sp_interp_thread_serial(PyInterpreterState *interp)
 #endif
 }
 
+static inline struct _gil_runtime_state *sp_interp_gil(PyInterpreterState *interp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return interp->ceval.gil;
+#else
+    (void)interp;
+    return &_PyRuntime.ceval.gil;
+#endif
+}
+
 /* The GIL's state: threads waiting for the GIL wait on its condition
  * variable (or mutex) inside it. */
 static inline void sp_interp_gil_range(PyInterpreterState *interp, uintptr_t *low, uintptr_t *high)
 {
-#if PY_VERSION_HEX >= 0x030C0000
-    struct _gil_runtime_state *gil = interp->ceval.gil;
-#else
-    (void)interp;
-    struct _gil_runtime_state *gil = &_PyRuntime.ceval.gil;
-#endif
+    struct _gil_runtime_state *gil = sp_interp_gil(interp);
     *low = (uintptr_t)gil;
     *high = *low + sizeof(*gil);
+}
+
+/* How many times the GIL changed hands, and its last holder: while the count
+ * stands still, no thread but the last holder can have run Python code.
+ * Racy reads of aligned words, by design: a change seen one tick late is
+ * seen at the next. */
+static inline uint64_t sp_gil_switches(struct _gil_runtime_state *gil, uintptr_t *last_holder)
+{
+    *last_holder = __atomic_load_n((uintptr_t *)(void *)&gil->last_holder, __ATOMIC_ACQUIRE);
+    return __atomic_load_n((unsigned long *)(void *)&gil->switch_number, __ATOMIC_ACQUIRE);
 }
 
 #endif

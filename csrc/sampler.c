@@ -7,6 +7,8 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "code_lifetime.h"
 #include "frame_walk.h"
@@ -43,6 +45,11 @@ typedef struct {
     uint64_t seen_thread_serial;   /* written by the collector */
     _Atomic int scan_again;
     uint64_t random_state;
+    /* ticker-private */
+    int *state_fds;            /* per slot: its thread's open state file, or -1 */
+    uint32_t state_fds_open, state_fds_max;
+    uint64_t idle_checked_switch; /* the GIL's switch count at the last idle check */
+    int idle_check_valid;
 } sp_sampler_state;
 
 static sp_sampler_state S = {
@@ -138,6 +145,8 @@ static uint64_t fingerprint_of(pid_t tid, struct _ts *tstate)
 typedef struct {
     volatile uint32_t next; /* read back after a fault: never cached in a register */
     uint32_t end;
+    int trust_still_idle;   /* no GIL switch since the last pass */
+    uintptr_t gil_holder;
 } sp_fingerprint_pass;
 
 static void fingerprint_pass(void *argument)
@@ -145,6 +154,9 @@ static void fingerprint_pass(void *argument)
     sp_fingerprint_pass *pass = argument;
     for (; pass->next < pass->end; pass->next++) {
         sp_thread_slot *slot = &S.registry.slots[pass->next];
+        if (pass->trust_still_idle && slot->still_idle && (uintptr_t)slot->tstate != pass->gil_holder) {
+            continue; /* it cannot have run Python code: it did not take the GIL */
+        }
         slot->still_idle = 0;
         if (atomic_load_explicit(&slot->state, memory_order_acquire) == SP_SLOT_ALIVE &&
             atomic_load_explicit(&slot->idle_state, memory_order_acquire) == SP_IDLE_REPEATING &&
@@ -155,10 +167,17 @@ static void fingerprint_pass(void *argument)
 }
 
 /* Which repeating threads are still at the frame and instruction they
- * blocked at: one guarded pass over all of them, no system call per thread. */
+ * blocked at: one guarded pass over all of them, no system call per thread.
+ * Where the GIL has not changed hands since the last pass only the last
+ * holder is looked at again, so idle threads cost next to nothing while one
+ * thread keeps the GIL. */
 static void mark_still_idle(uint32_t end)
 {
-    sp_fingerprint_pass pass = {0, end};
+    uintptr_t holder;
+    uint64_t switches = sp_gil_switches(sp_interp_gil(S.interp), &holder);
+    sp_fingerprint_pass pass = {0, end, S.idle_check_valid && switches == S.idle_checked_switch, holder};
+    S.idle_checked_switch = switches;
+    S.idle_check_valid = 1;
     while (pass.next < end) {
         if (sp_guarded_run(S.ticker_tid, fingerprint_pass, &pass) != 0) {
             S.registry.slots[pass.next].still_idle = 0;
@@ -192,9 +211,44 @@ static int write_idle_end(uint32_t index, sp_thread_slot *slot, int64_t tick)
     return 0;
 }
 
-static sp_thread_run_state thread_state(const sp_thread_slot *slot)
+/* The ticker keeps the state files of the threads it reads open, up to a
+ * small share of the process's descriptor limit. */
+static sp_thread_run_state thread_state(uint32_t index, const sp_thread_slot *slot)
 {
-    return sp_thread_state(slot->tid, S.gil_low, S.gil_high);
+    int *fd = &S.state_fds[index];
+    if (*fd < 0 && S.state_fds_open < S.state_fds_max) {
+        *fd = sp_thread_state_open(slot->tid);
+        S.state_fds_open += *fd >= 0;
+    }
+    int was_open = *fd >= 0;
+    sp_thread_run_state state = sp_thread_state(slot->tid, fd, S.gil_low, S.gil_high);
+    S.state_fds_open -= was_open && *fd < 0;
+    return state;
+}
+
+static void close_state_file(uint32_t index)
+{
+    if (S.state_fds[index] >= 0) {
+        close(S.state_fds[index]);
+        S.state_fds[index] = -1;
+        S.state_fds_open--;
+    }
+}
+
+static void close_state_files(void)
+{
+    for (uint32_t index = 0; S.state_fds != NULL && index < S.registry.capacity; index++) {
+        close_state_file(index);
+    }
+}
+
+static uint32_t state_files_allowed(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+        return 64;
+    }
+    return limit.rlim_cur / 32 < 64 ? (uint32_t)(limit.rlim_cur / 32) : 64;
 }
 
 static void request_capture(sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
@@ -222,7 +276,7 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
         /* No CPU since the last tick: blocked, or runnable but preempted. The
          * run state is read once per transition, not at every idle tick. */
         if (idle_state == SP_IDLE_RUNNING) {
-            sp_thread_run_state run_state = thread_state(slot);
+            sp_thread_run_state run_state = thread_state(index, slot);
             if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
                 sp_thread_signal(slot->tid, cookie); /* preempted, or waiting for the GIL */
             } else if (run_state == SP_THREAD_BLOCKED) {
@@ -239,7 +293,7 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
         idle_state = SP_IDLE_RUNNING;
     }
     slot->last_cpu_ns = cpu;
-    sp_thread_run_state run_state = thread_state(slot);
+    sp_thread_run_state run_state = thread_state(index, slot);
     if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
         /* Running, or waiting for the GIL (its stack cannot change then, and
          * glibc retries the wait): the thread samples itself. */
@@ -267,6 +321,7 @@ static void tick_pass(int64_t tick)
                 write_idle_end(index, slot, tick) != 0) {
                 continue; /* ring full: next tick */
             }
+            close_state_file(index);
             atomic_store_explicit(&slot->state, SP_SLOT_RECLAIMABLE, memory_order_release);
             atomic_store(&S.want_reclaim, 1);
         } else if (state == SP_SLOT_ALIVE && S.config.clock == SP_CLOCK_WALL) {
@@ -297,6 +352,9 @@ static void *ticker_main(void *unused)
             wake_collector();
         }
     }
+    pthread_mutex_lock(&S.registry_mutex);
+    close_state_files();
+    pthread_mutex_unlock(&S.registry_mutex);
     return NULL;
 }
 
@@ -504,6 +562,7 @@ static void after_fork_child(void)
     for (uint32_t i = 0; i < S.registry.capacity; i++) {
         S.registry.slots[i].timer.valid = 0;
     }
+    close_state_files(); /* the parent's threads' files */
     sp_block_sigprof(0);
 }
 
@@ -535,6 +594,8 @@ static void release_run_resources(void)
     sp_ring_destroy(&S.ring);
     sp_registry_destroy(&S.registry);
     sp_resolver_destroy(&S.resolver);
+    free(S.state_fds);
+    S.state_fds = NULL;
     Py_CLEAR(S.config.threading_active);
     Py_CLEAR(S.config.thread_names);
     S.has_run = 0;
@@ -580,12 +641,19 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     S.config = *config;
     if (sp_ring_init(&S.ring, ring_capacity_for(config), config->max_depth) != 0 ||
         sp_registry_init(&S.registry, config->max_threads, ++S.session) != 0 ||
-        sp_resolver_init(&S.resolver, config->max_threads, config->max_depth) != 0) {
+        sp_resolver_init(&S.resolver, config->max_threads, config->max_depth) != 0 ||
+        (S.state_fds = malloc(config->max_threads * sizeof(int))) == NULL) {
         sp_ring_destroy(&S.ring);
         sp_registry_destroy(&S.registry);
         snprintf(error, error_len, "out of memory for the sample buffer");
         return -1;
     }
+    for (uint32_t i = 0; i < config->max_threads; i++) {
+        S.state_fds[i] = -1;
+    }
+    S.state_fds_open = 0;
+    S.state_fds_max = state_files_allowed();
+    S.idle_check_valid = 0;
     Py_INCREF(S.config.threading_active);
     Py_INCREF(S.config.thread_names);
     S.has_run = 1;
