@@ -7,7 +7,7 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 TEST_REQUIREMENTS = ["-r", "tests/requirements-sentry.txt", "-r", "tests/requirements-local.txt"]
 OLDEST_SENTRY_SDK = "2.22.0"  # the first 2.x with profile_lifecycle
 
-nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind"]
+nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind", "asan"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -39,6 +39,35 @@ def valgrind(session: nox.Session) -> None:
     """memcheck over a sampling workload: no invalid access in sigprof."""
     install_sigprof(session)
     session.run("python", "tests/valgrind/run_memcheck.py")
+
+
+@nox.session(python="3.12")
+def asan(session: nox.Session) -> None:
+    """tests/core against an extension built with AddressSanitizer and
+    UndefinedBehaviorSanitizer (the interpreter itself is not instrumented:
+    gcc's runtimes are preloaded, and PYTHONMALLOC=malloc lets ASan see every
+    allocation). Any report fails the run."""
+    session.install("pytest", "pytest-timeout")
+    session.env["SIGPROF_SANITIZE"] = "address,undefined"
+    install_sigprof(session)
+    runtimes = [
+        session.run("gcc", f"-print-file-name={name}", silent=True, external=True).strip()
+        for name in ("libasan.so", "libubsan.so")
+    ]
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "--timeout", "600", "tests/core",
+        # Measurements of shares and per-tick counts: the sanitizers slow
+        # sigprof's threads several times over; tests-* judge those unsanitized.
+        "-k", "not shares_match and not gets_its_share and not repeat_without_signals",
+        *session.posargs,
+        env={
+            "LD_PRELOAD": ":".join(runtimes),
+            # CPython frees nothing at exit by design: leak reports would be noise.
+            "ASAN_OPTIONS": "detect_leaks=0:halt_on_error=1:abort_on_error=0",
+            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+            "PYTHONMALLOC": "malloc",
+        },
+    )
 
 
 @nox.session(python="3.12")

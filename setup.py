@@ -49,6 +49,10 @@ bridge = Extension(
 
 if NATIVE:
     setup(
+        # A sanitized build keeps its objects apart: setuptools reuses what is
+        # in build/ by timestamp, not by flags, so it would otherwise link the
+        # plain objects (or leave sanitized ones to a plain build).
+        options={"build": {"build_base": f"build/sanitize-{SANITIZE}"}} if SANITIZE else {},
         libraries=[core],
         ext_modules=cythonize(
             [bridge],

@@ -133,6 +133,15 @@ void sp_signal_restore_after_exec_failure(void)
     sigaction(SIGPROF, &installed_action, NULL);
 }
 
+int sp_signal_handler_ours(void)
+{
+    struct sigaction current;
+    if (sigaction(SIGPROF, NULL, &current) != 0) {
+        return 1; /* cannot tell: assume nothing changed */
+    }
+    return (current.sa_flags & SA_SIGINFO) && current.sa_sigaction == on_sigprof;
+}
+
 
 /* ---- fault guard ---- */
 
@@ -448,6 +457,7 @@ int sp_fault_guard_install(char *error, size_t error_len)
 }
 void sp_signal_ignore_for_exec(void) {}
 void sp_signal_restore_after_exec_failure(void) {}
+int sp_signal_handler_ours(void) { return 1; }
 int sp_itimer_prof_armed(void) { return 0; }
 int64_t sp_monotonic_ns(void)
 {

@@ -30,6 +30,9 @@ int sp_signal_install(sp_signal_callback callback, uint64_t cookie_magic, int ch
  * handler goes back. */
 void sp_signal_ignore_for_exec(void);
 void sp_signal_restore_after_exec_failure(void);
+/* Whether SIGPROF still runs sigprof's handler (another profiler started
+ * after sigprof may have taken it over). */
+int sp_signal_handler_ours(void);
 /* Whether an ITIMER_PROF interval timer is armed (someone else is sampling). */
 int sp_itimer_prof_armed(void);
 

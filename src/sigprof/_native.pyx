@@ -37,6 +37,7 @@ from sigprof._csrc.sampler cimport (
 )
 from sigprof._csrc.platform cimport (
     sp_signal_ignore_for_exec,
+    sp_signal_handler_ours,
     sp_signal_restore_after_exec_failure,
 )
 from sigprof._csrc.thread_registry cimport sp_registry_ready_types
@@ -191,3 +192,8 @@ def ignore_sigprof_for_exec():
 
 def restore_sigprof_after_failed_exec():
     sp_signal_restore_after_exec_failure()
+
+
+def handler_ours():
+    """Whether SIGPROF still runs sigprof's handler."""
+    return sp_signal_handler_ours() != 0

@@ -25,7 +25,6 @@ chunks, and written into the next chunk handed over (`envelopes.LOSSES_KEY`).
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 import weakref
@@ -47,6 +46,7 @@ from sigprof.envelopes import (
     send_envelope,
     with_losses,
 )
+from sigprof.housekeeping import os_thread_rlock
 from sigprof.sample_source import SOURCE, EpochTables, RawSample
 from sigprof.sampler import Frame
 from sigprof.sentry_frames import FrameConverter
@@ -86,7 +86,7 @@ class ChunkSession:
     """The process's continuous profiling session and its current chunk."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        self._lock = os_thread_rlock()
         self.profiler_id: str | None = None
         self._holders: dict[Hashable, bool] = {}
         self._linger_until: float | None = None
@@ -179,7 +179,7 @@ class ChunkSession:
         """In a forked child: the parent's session, holders and unsent chunks
         are the parent's (its sampler did not survive the fork)."""
         self._pid = os.getpid()
-        self._lock = threading.RLock()
+        self._lock = os_thread_rlock()
         self.profiler_id = None
         self._holders = {}
         self._linger_until = None

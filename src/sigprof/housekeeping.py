@@ -1,6 +1,7 @@
-"""A background OS thread that runs a task repeatedly, even under gevent.
+"""A background OS thread that runs a task repeatedly, even under gevent or
+eventlet.
 
-gevent's monkey patching turns `threading.Thread` into a greenlet, which
+gevent's (and eventlet's) monkey patching turns `threading.Thread` into a greenlet, which
 would only run when the event loop yields; the drains and chunk flushes must
 not depend on that. So this thread is started with the original
 `_thread.start_new_thread` and sleeps on an original lock.
@@ -13,6 +14,16 @@ from typing import Any, Callable
 
 
 def _original(module: str, name: str) -> Any:
+    # eventlet first: sentry-sdk imports gevent whenever it is installed, and
+    # gevent's get_original() hands back whatever eventlet patched in.
+    if "eventlet" in sys.modules:
+        try:
+            from eventlet import patcher  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+            if patcher.is_monkey_patched("thread"):
+                return getattr(patcher.original(module), name)
+        except ImportError:  # pragma: no cover - a partial eventlet
+            pass
     if "gevent" in sys.modules:
         try:
             from gevent.monkey import get_original  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -21,6 +32,15 @@ def _original(module: str, name: str) -> Any:
         except ImportError:  # pragma: no cover - gevent without monkey
             pass
     return getattr(__import__(module), name)
+
+
+def os_thread_rlock() -> Any:
+    """An RLock that blocks the OS thread even under monkey patching. The
+    housekeeping thread shares its owners' locks with the program's threads,
+    and a green lock cannot be handed from one OS thread to another (under
+    eventlet a green thread waiting for one the housekeeping thread held was
+    never woken)."""
+    return _original("_thread", "RLock")()
 
 
 class HousekeepingThread:

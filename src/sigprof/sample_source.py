@@ -17,11 +17,10 @@ profiles) re-index what they use as batches arrive.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Callable, Protocol
 
-from sigprof.housekeeping import HousekeepingThread
+from sigprof.housekeeping import HousekeepingThread, os_thread_rlock
 from sigprof.sampler import Batch, Frame, NativeUnavailable, Sampler, SamplerError
 
 RawSample = tuple[int, int, int]  # (monotonic ns, thread id, stack id)
@@ -78,7 +77,7 @@ class SampleSource:
     """Starts, drains and stops the shared native sampler for its consumers."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = os_thread_rlock()
         self.frequency = 101.0
         self.clock = "wall"
         self.max_stack_depth = 128
@@ -188,7 +187,7 @@ class SampleSource:
     def forget_after_fork(self) -> None:
         """In a forked child: no sampler runs, no consumer is alive."""
         self._pid = os.getpid()
-        self.lock = threading.RLock()
+        self.lock = os_thread_rlock()
         self.sampler = None
         self._consumers = []
         self._epoch_owner = None
@@ -270,6 +269,26 @@ class SampleSource:
             self._unwarned_drops = 0
             self._last_drop_warning = now
 
+    def _stop_if_handler_replaced(self) -> bool:
+        """Another profiler took SIGPROF over after the sampler started: stop,
+        so sigprof's timers do not feed that profiler's handler (or kill the
+        process, should it reset SIGPROF to its default), and say why."""
+        sampler = self.sampler
+        if sampler is None or not sampler.handler_replaced():
+            return False
+        self.last_error = (
+            "another profiler (vmprof, yappi, ...) replaced sigprof's SIGPROF handler; "
+            "sigprof stopped sampling"
+        )
+        from sentry_sdk.utils import logger
+
+        logger.warning("[Profiling] %s", self.last_error)
+        self._collect(reset=False)
+        self._consumers.clear()
+        self._epoch_owner = None
+        self._stop()
+        return True
+
     def _feed(self, batch: Batch, reset: bool) -> None:
         self.tables.absorb(batch)
         for consumer in list(self._consumers):
@@ -284,6 +303,9 @@ class SampleSource:
         None to end the thread (the sampler stopped)."""
         with self.lock:
             if not self.running:
+                self._housekeeping.mark_exiting()
+                return None
+            if self._stop_if_handler_replaced():
                 self._housekeeping.mark_exiting()
                 return None
             now = time.monotonic()

@@ -242,18 +242,29 @@ class Sampler:
     def stats(self) -> dict[str, Any]:
         """samples, dropped, unresolved_frames, truncated, untracked_threads,
         stale_signals, ticks, registered_threads (threads holding a registry
-        slot now), and signals: {thread id: signals received}."""
+        slot now), signals: {thread id: signals received}, and
+        handler_replaced (see handler_replaced())."""
         from sigprof import _native
 
         _native.collect()  # count what the handlers wrote so far
         counters = _native.counters()
-        return {
+        stats = {
             key: counters[key]
             for key in (
                 "samples", "dropped", "unresolved_frames", "truncated",
                 "untracked_threads", "stale_signals", "ticks", "registered_threads", "signals",
             )
         }
+        stats["handler_replaced"] = self.handler_replaced()
+        return stats
+
+    def handler_replaced(self) -> bool:
+        """True while this sampler runs but SIGPROF no longer reaches it:
+        a profiler started after it (vmprof, say) installed its own handler.
+        sigprof cannot refuse that; it takes no samples from then on."""
+        from sigprof import _native
+
+        return self.running and not _native.handler_ours()
 
     def dropped(self) -> int:
         """Samples lost so far in this run because the native buffer was full
