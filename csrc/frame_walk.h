@@ -1,6 +1,6 @@
 /* Copying a thread's Python stack, per CPython version. Reads memory only:
- * safe in a signal handler on the thread itself, or under the GIL for a
- * thread that is blocked. */
+ * safe in a signal handler on the thread itself, or from another thread for
+ * a thread that does not run meanwhile (the caller checks its CPU time). */
 #ifndef SIGPROF_FRAME_WALK_H
 #define SIGPROF_FRAME_WALK_H
 

@@ -1,5 +1,5 @@
 /* A bounded lock-free queue of fixed-size sample records: many producers
- * (signal handlers, the collector thread), one consumer (whoever holds the
+ * (signal handlers, the ticker thread), one consumer (whoever holds the
  * GIL and drains). Producers never block: a full queue drops the record and
  * counts it. Based on Dmitry Vyukov's bounded MPMC queue (per-slot sequence
  * numbers), which needs no allocation and no lock on the producer side. */
@@ -21,7 +21,7 @@ typedef struct {
 
 typedef enum {
     SP_RECORD_SIGNAL_SAMPLE = 1, /* taken by the thread itself, in the handler */
-    SP_RECORD_IDLE_START = 2,    /* a blocked thread's stack, taken under the GIL */
+    SP_RECORD_IDLE_START = 2,    /* a blocked thread's stack, taken by the ticker */
     SP_RECORD_IDLE_END = 3,      /* that thread ran again at `tick`: stop repeating */
 } sp_record_kind;
 

@@ -31,7 +31,7 @@ typedef struct {
     int64_t base_ns;
     PyInterpreterState *interp;
     PyThreadState *collector_tstate;
-    pid_t ticker_tid, collector_tid;
+    pid_t ticker_tid;
     uintptr_t gil_low, gil_high;
     sp_ring ring;
     sp_thread_registry registry;
@@ -41,7 +41,7 @@ typedef struct {
     pthread_mutex_t work_mutex;
     pthread_cond_t work_cond;
     int collector_ready;
-    _Atomic int want_scan, want_capture, want_reclaim;
+    _Atomic int want_scan, want_reclaim;
     uint64_t seen_thread_serial;   /* written by the collector */
     _Atomic int scan_again;
     uint64_t random_state;
@@ -50,6 +50,8 @@ typedef struct {
     uint32_t state_fds_open, state_fds_max;
     uint64_t idle_checked_switch; /* the GIL's switch count at the last idle check */
     int idle_check_valid;
+    sp_record *blocked_scratch;   /* a blocked thread's stack, until it is known good */
+    _Atomic int capturing_blocked; /* a stack read without the GIL is not yet committed */
 } sp_sampler_state;
 
 static sp_sampler_state S = {
@@ -251,16 +253,44 @@ static uint32_t state_files_allowed(void)
     return limit.rlim_cur / 32 < 64 ? (uint32_t)(limit.rlim_cur / 32) : 64;
 }
 
-static void request_capture(sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
+/* A thread that ran since the last tick and is now blocked in a system call
+ * (not waiting for the GIL) must not be signalled. Its Python stack cannot
+ * change until it runs again, so the ticker reads it, without the GIL: the
+ * stack is good if the thread used no CPU from before its state was read
+ * until after its stack was. Until the record is committed, code objects
+ * being freed wait (on_code_destroyed): the record may name one of them.
+ * Returns 0 once the thread repeats, -1 when it must be looked at again. */
+static int capture_blocked(uint32_t index, sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
 {
-    slot->request_tick = tick;
-    slot->request_cpu_ns = cpu_ns;
-    atomic_store_explicit(&slot->idle_state, SP_IDLE_REQUESTED, memory_order_release);
-    atomic_store(&S.want_capture, 1);
+    sp_record *scratch = S.blocked_scratch;
+    scratch->timestamp_ns = S.base_ns + tick * S.config.interval_ns;
+    scratch->tick = tick;
+    scratch->thread_ident = slot->ident;
+    scratch->slot = index;
+    scratch->kind = SP_RECORD_IDLE_START;
+    scratch->flags = 0;
+    atomic_store(&S.capturing_blocked, 1);
+    walk_into(S.ticker_tid, slot->tstate, scratch);
+    uint64_t fingerprint = fingerprint_of(S.ticker_tid, slot->tstate);
+    int good = fingerprint != 0 && !(scratch->flags & SP_RECORD_FAULTED) &&
+               sp_thread_cpu_ns(slot->tid) == cpu_ns;
+    uint64_t position;
+    sp_record *record = good ? sp_ring_reserve(&S.ring, &position) : NULL;
+    if (record != NULL) {
+        memcpy(record, scratch, sizeof(*scratch) + scratch->depth * sizeof(sp_frame_ref));
+        sp_ring_commit(&S.ring, position);
+    }
+    atomic_store(&S.capturing_blocked, 0);
+    if (record == NULL) {
+        return -1; /* it ran meanwhile, or the ring is full: next tick */
+    }
+    slot->idle_fingerprint = fingerprint;
+    atomic_store_explicit(&slot->idle_state, SP_IDLE_REPEATING, memory_order_release);
+    return 0;
 }
 
-/* Wall clock, one thread, one tick. The ticker moves RUNNING->REQUESTED and
- * REPEATING->RUNNING; only the collector moves a REQUESTED thread on. */
+/* Wall clock, one thread, one tick: running threads are signalled, blocked
+ * ones are read once and then repeated until they run again. */
 static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
 {
     int idle_state = atomic_load_explicit(&slot->idle_state, memory_order_acquire);
@@ -280,7 +310,7 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
             if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
                 sp_thread_signal(slot->tid, cookie); /* preempted, or waiting for the GIL */
             } else if (run_state == SP_THREAD_BLOCKED) {
-                request_capture(slot, tick, cpu);
+                capture_blocked(index, slot, tick, cpu);
             }
         }
         return;
@@ -300,7 +330,7 @@ static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
         sp_thread_signal(slot->tid, cookie);
     } else if (run_state == SP_THREAD_BLOCKED && idle_state == SP_IDLE_RUNNING) {
         /* It ran, then blocked: never interrupt a blocked system call. */
-        request_capture(slot, tick, cpu);
+        capture_blocked(index, slot, tick, cpu);
     }
 }
 
@@ -348,7 +378,7 @@ static void *ticker_main(void *unused)
         tick_pass(tick);
         pthread_mutex_unlock(&S.registry_mutex);
         atomic_store_explicit(&S.last_tick, tick, memory_order_release);
-        if (atomic_load(&S.want_scan) || atomic_load(&S.want_capture) || atomic_load(&S.want_reclaim)) {
+        if (atomic_load(&S.want_scan) || atomic_load(&S.want_reclaim)) {
             wake_collector();
         }
     }
@@ -435,37 +465,6 @@ static void scan_threads(void)
     atomic_store(&S.scan_again, result != 0 || unnamed);
 }
 
-static void capture_blocked_threads(void)
-{
-    uint32_t high_water = atomic_load(&S.registry.high_water);
-    for (uint32_t index = 0; index < high_water; index++) {
-        sp_thread_slot *slot = &S.registry.slots[index];
-        if (atomic_load_explicit(&slot->idle_state, memory_order_acquire) != SP_IDLE_REQUESTED) {
-            continue;
-        }
-        /* Holding the GIL, the thread cannot change its Python stack; if it
-         * has used no CPU since the tick, the stack is the one it had then. */
-        int unchanged = atomic_load(&slot->state) == SP_SLOT_ALIVE &&
-                        sp_thread_cpu_ns(slot->tid) == slot->request_cpu_ns;
-        uint64_t position;
-        sp_record *record = unchanged ? sp_ring_reserve(&S.ring, &position) : NULL;
-        if (record == NULL) {
-            atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
-            continue;
-        }
-        record->timestamp_ns = S.base_ns + slot->request_tick * S.config.interval_ns;
-        record->tick = slot->request_tick;
-        record->thread_ident = slot->ident;
-        record->slot = index;
-        record->kind = SP_RECORD_IDLE_START;
-        record->flags = 0;
-        walk_into(S.collector_tid, slot->tstate, record);
-        sp_ring_commit(&S.ring, position);
-        slot->idle_fingerprint = fingerprint_of(S.collector_tid, slot->tstate);
-        atomic_store_explicit(&slot->idle_state, SP_IDLE_REPEATING, memory_order_release);
-    }
-}
-
 static void reclaim_exited_threads(void)
 {
     uint32_t high_water = atomic_load(&S.registry.high_water);
@@ -481,7 +480,6 @@ static void *collector_main(void *unused)
     (void)unused;
     sp_block_sigprof(1);
     sp_thread_set_name("sigprof-collect");
-    S.collector_tid = sp_current_tid();
     PyGILState_STATE gil = PyGILState_Ensure();
     S.collector_tstate = PyThreadState_Get();
     scan_threads();
@@ -492,8 +490,7 @@ static void *collector_main(void *unused)
     PyThreadState *saved = PyEval_SaveThread();
     for (;;) {
         pthread_mutex_lock(&S.work_mutex);
-        while (!atomic_load(&S.stopping) && !atomic_load(&S.want_scan) &&
-               !atomic_load(&S.want_capture) && !atomic_load(&S.want_reclaim)) {
+        while (!atomic_load(&S.stopping) && !atomic_load(&S.want_scan) && !atomic_load(&S.want_reclaim)) {
             pthread_cond_wait(&S.work_cond, &S.work_mutex);
         }
         pthread_mutex_unlock(&S.work_mutex);
@@ -504,9 +501,6 @@ static void *collector_main(void *unused)
         if (!atomic_load(&S.stopping)) {
             if (atomic_exchange(&S.want_scan, 0)) {
                 scan_threads();
-            }
-            if (atomic_exchange(&S.want_capture, 0)) {
-                capture_blocked_threads();
             }
             if (atomic_exchange(&S.want_reclaim, 0)) {
                 reclaim_exited_threads();
@@ -526,6 +520,9 @@ static void on_code_destroyed(void *code)
 {
     if (!S.has_run) {
         return;
+    }
+    while (atomic_load(&S.capturing_blocked)) {
+        sched_yield(); /* the ticker never waits for the GIL: a few microseconds */
     }
     if (sp_ring_has_pending(&S.ring)) {
         sp_sampler_collect();
@@ -596,6 +593,8 @@ static void release_run_resources(void)
     sp_resolver_destroy(&S.resolver);
     free(S.state_fds);
     S.state_fds = NULL;
+    free(S.blocked_scratch);
+    S.blocked_scratch = NULL;
     Py_CLEAR(S.config.threading_active);
     Py_CLEAR(S.config.thread_names);
     S.has_run = 0;
@@ -642,7 +641,8 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     if (sp_ring_init(&S.ring, ring_capacity_for(config), config->max_depth) != 0 ||
         sp_registry_init(&S.registry, config->max_threads, ++S.session) != 0 ||
         sp_resolver_init(&S.resolver, config->max_threads, config->max_depth) != 0 ||
-        (S.state_fds = malloc(config->max_threads * sizeof(int))) == NULL) {
+        (S.state_fds = malloc(config->max_threads * sizeof(int))) == NULL ||
+        (S.blocked_scratch = malloc(S.ring.slot_size)) == NULL) {
         sp_ring_destroy(&S.ring);
         sp_registry_destroy(&S.registry);
         snprintf(error, error_len, "out of memory for the sample buffer");
@@ -665,7 +665,7 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     atomic_store(&S.stale_signals, 0);
     atomic_store(&S.stopping, 0);
     atomic_store(&S.want_scan, 0);
-    atomic_store(&S.want_capture, 0);
+    atomic_store(&S.capturing_blocked, 0);
     atomic_store(&S.want_reclaim, 0);
     S.collector_ready = 0;
     atomic_store(&S.accepting, 1);

@@ -28,7 +28,6 @@ typedef enum {
 
 typedef enum {
     SP_IDLE_RUNNING = 0,   /* sampled by signal when it runs */
-    SP_IDLE_REQUESTED = 1, /* blocked: the collector is to take its stack once */
     SP_IDLE_REPEATING = 2, /* blocked, stack taken: repeated at every tick */
 } sp_idle_state;
 
@@ -45,11 +44,8 @@ typedef struct {
     _Atomic int idle_state;
     /* ticker-private */
     int64_t last_cpu_ns;
-    uint64_t idle_fingerprint; /* written with REPEATING by the collector */
+    uint64_t idle_fingerprint; /* ticker-private, set with REPEATING */
     int still_idle;            /* ticker-private, this tick */
-    /* idle capture request, written by the ticker before REQUESTED is published */
-    int64_t request_tick;
-    int64_t request_cpu_ns;
 } sp_thread_slot;
 
 typedef struct {
