@@ -196,6 +196,22 @@ int sp_fault_guard_install(char *error, size_t error_len)
     return 0;
 }
 
+/* Kept apart from the slot search, and not inlined into it, so that no local
+ * that changes after sigsetjmp lives across the long jump (gcc's -Wclobbered
+ * found the search's loop counter there in the sanitizer build). */
+static __attribute__((noinline)) int run_guarded(sp_guard_entry *guard, pid_t tid,
+                                                 void (*walk)(void *), void *argument)
+{
+    sigjmp_buf jump;
+    guard->jump = &jump;
+    if (sigsetjmp(jump, 0) != 0) {
+        return -1; /* on_fault jumped back */
+    }
+    atomic_store_explicit(&guard->tid, tid, memory_order_release);
+    walk(argument);
+    return 0;
+}
+
 int sp_guarded_run(pid_t tid, void (*walk)(void *), void *argument)
 {
     int entry = -1;
@@ -208,17 +224,9 @@ int sp_guarded_run(pid_t tid, void (*walk)(void *), void *argument)
     if (entry < 0) {
         return -1;
     }
-    sigjmp_buf jump;
-    guards[entry].jump = &jump;
-    int faulted = 0;
-    if (sigsetjmp(jump, 0) == 0) {
-        atomic_store_explicit(&guards[entry].tid, tid, memory_order_release);
-        walk(argument);
-    } else {
-        faulted = 1;
-    }
+    int result = run_guarded(&guards[entry], tid, walk, argument);
     atomic_store_explicit(&guards[entry].tid, 0, memory_order_release);
-    return faulted ? -1 : 0;
+    return result;
 }
 
 int sp_itimer_prof_armed(void)
