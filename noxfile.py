@@ -7,7 +7,7 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 TEST_REQUIREMENTS = ["-r", "tests/requirements-sentry.txt", "-r", "tests/requirements-local.txt"]
 OLDEST_SENTRY_SDK = "2.22.0"  # the first 2.x with profile_lifecycle
 
-nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind", "asan"]
+nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind", "asan", "fuzz"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -68,6 +68,13 @@ def asan(session: nox.Session) -> None:
             "PYTHONMALLOC": "malloc",
         },
     )
+
+
+@nox.session(python="3.12")
+def fuzz(session: nox.Session) -> None:
+    """libFuzzer with ASan and UBSan over the frame walker and the resolver,
+    built against every CPython on PATH (tests/fuzz/run.py; a few minutes)."""
+    session.run("python", "tests/fuzz/run.py", *session.posargs)
 
 
 @nox.session(python="3.12")

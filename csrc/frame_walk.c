@@ -107,6 +107,9 @@ uint64_t sp_stack_fingerprint(struct _ts *tstate)
     if (frame == NULL) {
         return 1;
     }
+    if (SP_MISALIGNED(frame)) {
+        return 0; /* unreadable, as after a fault (found by tests/fuzz) */
+    }
 #if PY_VERSION_HEX >= 0x030D0000
     uintptr_t instr = (uintptr_t)frame->instr_ptr;
 #else
@@ -120,6 +123,7 @@ uint64_t sp_stack_fingerprint(struct _ts *tstate)
 void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
 {
     uint32_t depth = 0;
+    uint32_t skipped = 0;
     PyFrameObject *frame = tstate->frame;
     while (frame != NULL) {
         if (SP_MISALIGNED(frame)) {
@@ -138,12 +142,15 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
             sp_frame_ref *ref = &record->frames[depth++];
             ref->code = code;
 #if PY_VERSION_HEX >= 0x030A0000
-            /* 3.10 counts code units */
-            ref->instr_offset = frame->f_lasti < 0 ? -1 : frame->f_lasti * 2;
+            /* 3.10 counts code units. A stale frame can hold any f_lasti:
+             * doubling it must not overflow (found by tests/fuzz). */
+            ref->instr_offset = frame->f_lasti < 0 || frame->f_lasti > INT32_MAX / 2 ? -1 : frame->f_lasti * 2;
 #else
             ref->instr_offset = frame->f_lasti < 0 ? -1 : frame->f_lasti;
 #endif
             ref->first_lineno = code->co_firstlineno;
+        } else if (++skipped > SP_MAX_SKIPPED_FRAMES) {
+            break; /* a cycle of stale frames without code (found by tests/fuzz) */
         }
         PyFrameObject *back = frame->f_back;
         if (back == frame) {
@@ -159,6 +166,9 @@ uint64_t sp_stack_fingerprint(struct _ts *tstate)
     PyFrameObject *frame = tstate->frame;
     if (frame == NULL) {
         return 1;
+    }
+    if (SP_MISALIGNED(frame)) {
+        return 0; /* unreadable, as after a fault (found by tests/fuzz) */
     }
     return ((uint64_t)(uintptr_t)frame * 0x9E3779B97F4A7C15ULL) ^ (uint64_t)(uint32_t)frame->f_lasti ^ 2;
 }

@@ -62,9 +62,38 @@ static int64_t synthetic_frame(sp_resolver *r, uint64_t key, sp_frame_kind kind)
     return add_frame(r, &entry);
 }
 
+#if PY_VERSION_HEX >= 0x030A0000 && PY_VERSION_HEX < 0x030B0000
+/* 3.10's decoder skips entries that advance no address without checking for
+ * the table's end: a table whose last entry advances none (code.replace()
+ * can make one, the compiler does not) has it read past the bytes until it
+ * crashes (found by tests/fuzz). */
+static int linetable_is_safe(PyCodeObject *code)
+{
+    Py_ssize_t length = PyBytes_GET_SIZE(code->co_linetable);
+    const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(code->co_linetable);
+    return length == 0 || table[(length - 1) & ~(Py_ssize_t)1] != 0;
+}
+#else
+static int linetable_is_safe(PyCodeObject *code)
+{
+    (void)code;
+    return 1;
+}
+#endif
+
 static int32_t line_for(PyCodeObject *code, int32_t instr_offset)
 {
-    int line = instr_offset < 0 ? -1 : PyCode_Addr2Line(code, instr_offset);
+#if PY_VERSION_HEX >= 0x030B0000
+    Py_ssize_t code_bytes = _PyCode_NBYTES(code);
+#else
+    Py_ssize_t code_bytes = PyBytes_GET_SIZE(code->co_code);
+#endif
+    /* PyCode_Addr2Line requires an offset within the code: 3.11 indexes its
+     * line array with it unchecked (a crash, found by tests/fuzz), 3.9 answers
+     * the last line. A stale frame can give any offset: name the def line. */
+    int line = instr_offset < 0 || instr_offset >= code_bytes || !linetable_is_safe(code)
+                   ? -1
+                   : PyCode_Addr2Line(code, instr_offset);
     return line > 0 ? line : code->co_firstlineno;
 }
 
@@ -146,7 +175,7 @@ static int64_t intern_stack(sp_resolver *r, const int32_t *ids, uint32_t length)
     for (; r->stack_index[i] >= 0; i = (i + 1) & mask) {
         const struct sp_stack_entry *s = &r->stacks[r->stack_index[i]];
         if (s->hash == hash && s->length == length &&
-            memcmp(&r->stack_frames[s->offset], ids, length * sizeof(int32_t)) == 0) {
+            (length == 0 || memcmp(&r->stack_frames[s->offset], ids, length * sizeof(int32_t)) == 0)) {
             return r->stack_index[i];
         }
     }
@@ -160,8 +189,10 @@ static int64_t intern_stack(sp_resolver *r, const int32_t *ids, uint32_t length)
     r->stacks[id].offset = r->stack_frames_count;
     r->stacks[id].length = length;
     r->stacks[id].hash = hash;
-    memcpy(&r->stack_frames[r->stack_frames_count], ids, length * sizeof(int32_t));
-    r->stack_frames_count += length;
+    if (length > 0) { /* an empty first stack: stack_frames is still NULL */
+        memcpy(&r->stack_frames[r->stack_frames_count], ids, length * sizeof(int32_t));
+        r->stack_frames_count += length;
+    }
     r->stack_index[i] = (int32_t)id;
     if (r->stack_count * 2 > r->stack_index_capacity &&
         stack_index_rebuild(r, r->stack_index_capacity * 2) != 0) {
@@ -182,7 +213,12 @@ static int64_t intern_record(sp_resolver *r, const sp_record *record)
         r->scratch[0] = (int32_t)frame;
         return intern_stack(r, r->scratch, 1);
     }
-    for (uint32_t i = 0; i < record->depth; i++) {
+    /* Only sp_walk_stack writes depth, and it stops at max_depth; the clamp
+     * keeps a corrupted record from reading past its ring slot and writing
+     * past scratch (found by tests/fuzz). */
+    uint32_t depth = record->depth < (uint32_t)r->scratch_capacity ? record->depth
+                                                                    : (uint32_t)r->scratch_capacity - 1;
+    for (uint32_t i = 0; i < depth; i++) {
         int64_t frame = intern_frame(r, &record->frames[i]);
         if (frame < 0) {
             return -1;

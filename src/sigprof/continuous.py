@@ -162,7 +162,10 @@ class ChunkSession:
                         self._end()
                 elif now - self._chunk_started >= CHUNK_SECONDS:
                     SOURCE.collect(reset=True)
-        self._send_pending()
+            ended = self.profiler_id is None
+        # Once the session is over the housekeeping thread soon stops: the
+        # transport takes what is left, not a later round.
+        self._send_pending(everything=ended)
 
     def forget_if_forked(self) -> bool:
         """In a process forked without Python's fork hooks (uWSGI's workers):
