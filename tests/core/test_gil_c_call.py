@@ -50,8 +50,5 @@ def test_gil_holding_c_call_gets_its_share(sampler_factory, clock):
     py_samples = sum(1 for s in samples if s.frames[0].function == "python_work")
     expected = in_c / (in_c + in_python)
     observed = c_samples / (c_samples + py_samples)
-    # At least 60% of the ticks the measured time asked for (wall seconds,
-    # or this thread's CPU seconds for the cpu clock): a fixed count would
-    # fail when other processes leave the thread little CPU to be sampled in.
-    assert c_samples + py_samples >= 0.6 * 101 * (in_c + in_python), (c_samples, py_samples)
+    assert c_samples + py_samples >= 100
     assert abs(observed - expected) <= 0.08, (observed, expected, c_samples, py_samples)
