@@ -18,6 +18,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+import workloads
 from contenders import (
     Collected,
     Context,
@@ -311,6 +312,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     except Unavailable as error:
         return {**out, "unavailable": str(error)}
     soak_result: dict[str, Any] | None = None
+    phases: dict[str, tuple[float, float]] = {}
+    workloads.mark_phase = lambda phase: phases.__setitem__(
+        phase, (_sampler_threads_cpu_s(), time.perf_counter())
+    )
     sampler0 = _sampler_threads_cpu_s()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if ctx.workload == "soak":
@@ -346,6 +351,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         mode=contender.mode,
         notes=collected.notes,
     )
+    if "steady" in phases and "end" in phases:
+        (cpu_a, wall_a), (cpu_b, wall_b) = phases["steady"], phases["end"]
+        out["steady_sampler_threads_cpu_pct"] = 100 * (cpu_b - cpu_a) / (wall_b - wall_a)
     if collected.profiler_cpu_s is not None:
         out["profiler_cpu_s"] = collected.profiler_cpu_s
     if spec.get("soak"):

@@ -275,7 +275,7 @@ def summarise(pairs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         )
         cell["sampler_threads_cpu_pct"] = _median_of(
             [
-                {"v": 100 * t["sampler_threads_cpu_s"] / t["wall_s"]}
+                {"v": t.get("steady_sampler_threads_cpu_pct", 100 * t["sampler_threads_cpu_s"] / t["wall_s"])}
                 for t in tests
                 if t.get("sampler_threads_cpu_s")
             ],
@@ -578,8 +578,10 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, str]]:
         )
     for clock in ("sigprof_wall", "sigprof_cpu"):
         # Idle threads cost sigprof's own threads only (they are never
-        # signalled): judged by those threads' CPU, which schedstat measures
-        # to the nanosecond; the whole-process figure is shown beside it.
+        # signalled): judged by those threads' CPU while the idle threads
+        # wait (their start-up, paid once per thread, excluded), which
+        # schedstat measures to the nanosecond; the whole-process figure is
+        # shown beside it.
         idle_cell, deep_cell = cells.get(f"idle_threads/{clock}"), cells.get(f"cpu_deep/{clock}")
         idle = (idle_cell or {}).get("sampler_threads_cpu_pct")
         deep = (deep_cell or {}).get("sampler_threads_cpu_pct")

@@ -49,6 +49,12 @@ class WorkloadResult:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+# Set by the worker: called with "steady" once a workload's threads are set
+# up and with "end" when its steady phase ends, so that what a profiler does
+# per tick can be told from what it pays once per new thread.
+mark_phase: Callable[[str], None] = lambda phase: None
+
+
 class Recorder:
     """Times category calls on the current thread."""
 
@@ -228,7 +234,9 @@ def idle_threads(scale: float) -> WorkloadResult:
     for thread in threads:
         thread.start()
     started.wait()
+    mark_phase("steady")
     _deep_loop(rec, scale, depth=52)
+    mark_phase("end")
     rec.finish()
     release.set()
     for thread in threads:
