@@ -25,9 +25,10 @@ from sigprof.sampler import Batch, Frame, NativeUnavailable, Sampler, SamplerErr
 
 RawSample = tuple[int, int, int]  # (monotonic ns, thread id, stack id)
 
-# How often the housekeeping thread drains the native buffers. The native
-# collector keeps everything until drained, so this bounds memory, not loss.
-DRAIN_INTERVAL_S = 1.0
+# How often the housekeeping thread drains the native buffer. What signal
+# handlers take waits there, and a full buffer drops samples: at the default
+# depth it holds 2048, a quarter second of 16 busy threads at 500 Hz.
+DRAIN_INTERVAL_S = 0.25
 # How long the sampler keeps running after its last consumer leaves.
 SAMPLER_LINGER_S = 2.0
 # Without a chunk session cutting epochs, the tables (here and in the native

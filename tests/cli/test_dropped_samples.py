@@ -76,7 +76,7 @@ def test_quiet_when_nothing_is_dropped(tmp_path: Path) -> None:
 def test_local_chunk_files_count_dropped_samples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(SOURCE, "buffer_capacity", 16)  # 16 records a second at 200 Hz
+    monkeypatch.setattr(SOURCE, "buffer_capacity", 16)  # 16 records per quarter-second drain at 200 Hz
     SOURCE.configure(200, "wall", 128)
     try:
         before = SOURCE.dropped_total
