@@ -38,7 +38,7 @@ APP = textwrap.dedent(
 
     with sentry_sdk.start_transaction(name="gevent request"):
         drained_before = SOURCE._last_drain
-        gevent.spawn(greenlet_work, 1.5).join()
+        gevent.spawn(greenlet_work, 2.5).join()  # long enough for a drain (every ~1 s) under load
         drained_during = SOURCE._last_drain
         gevent.joinall([gevent.spawn(gevent.sleep, 0.05) for _ in range(10)])
     sentry_sdk.profiler.stop_profiler()
