@@ -4,7 +4,7 @@ Transaction profiles, continuous-profiling chunks and profiling spans all
 want samples at once, but only one native sampler can run per process. This
 module owns it: consumers register, the sampler runs while any is registered
 (and a little longer, so back-to-back users do not restart it), and a
-housekeeping thread drains it about once a second and hands every batch to
+housekeeping thread drains it four times a second and hands every batch to
 every consumer.
 
 Batches arrive interned. The frames and stacks of the current interning epoch
