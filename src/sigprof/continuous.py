@@ -274,8 +274,8 @@ class ChunkSession:
 
     def _build(self, chunk: _PendingChunk) -> bytes | None:
         chunk_id, profiler_id, frames, stacks, samples, offset, _ = chunk
-        if not has_enough_samples(samples):
-            logger.debug("[Profiling] Dropping chunk %s: no thread has 2 samples", chunk_id)
+        if not has_enough_samples(samples, stacks):
+            logger.debug("[Profiling] Dropping chunk %s: no thread has 2 samples with frames", chunk_id)
             return None
         options, active = client_options()
         if not active:

@@ -18,7 +18,7 @@ from sentry_sdk.consts import VERSION
 from sentry_sdk.envelope import Envelope, Item, PayloadRef
 
 from sigprof.sample_source import RawSample
-from sigprof.sentry_frames import SentryFrame, mark_in_app
+from sigprof.sentry_frames import SentryFrame, json_text, mark_in_app
 
 
 def chunk_json(
@@ -40,7 +40,9 @@ def chunk_json(
     `local_chunks`). Sample timestamps become Unix seconds on the spans' clock
     by adding unix_offset_ns. `options` gives `release`, `environment` and
     `dist`, and sentry-sdk's in_app rules for frames without `in_app` yet.
-    `losses` (see `with_losses`) is written only when something was lost."""
+    `losses` (see `with_losses`) is written only when something was lost.
+    Raises ValueError when a stack names a frame, or a sample a stack, that
+    is not there (Sentry would reject the chunk)."""
     thread_keys: dict[int, str] = {}
     for _, thread_id, _ in samples:
         if thread_id not in thread_keys:
@@ -53,10 +55,10 @@ def chunk_json(
         "platform": "python",
         "profile": {
             "frames": frames,
-            "stacks": [list(stack) for stack in stacks],
+            "stacks": _checked_stacks(stacks, len(frames)),
             "samples": marker,
             "thread_metadata": {
-                key: {"name": str(thread_names.get(tid, ""))} for tid, key in thread_keys.items()
+                key: {"name": json_text(str(thread_names.get(tid, "")))} for tid, key in thread_keys.items()
             },
         },
         "profiler_id": profiler_id,
@@ -65,11 +67,20 @@ def chunk_json(
     if options is not None:
         for key in ("release", "environment", "dist"):
             if options.get(key) is not None:
-                payload[key] = str(options[key]).strip()
+                payload[key] = json_text(str(options[key]).strip())
     if losses and any(losses.values()):
         payload[LOSSES_KEY] = dict(losses)
     head = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    return head.replace(f'"{marker}"', _samples_json(samples, unix_offset_ns), 1).encode()
+    samples_text = _samples_json(samples, unix_offset_ns, len(stacks))
+    return head.replace(f'"{marker}"', samples_text, 1).encode()
+
+
+def _checked_stacks(stacks: Sequence[Sequence[int]], frame_count: int) -> list[list[int]]:
+    out = [list(stack) for stack in stacks]
+    for index, stack in enumerate(out):
+        if stack and (min(stack) < 0 or max(stack) >= frame_count):
+            raise ValueError(f"stack {index} names a frame out of {frame_count}: {stack}")
+    return out
 
 
 # Where a chunk says what sigprof lost before it: {"dropped_samples": n (the
@@ -91,7 +102,7 @@ def with_losses(body: bytes, losses: Mapping[str, int]) -> bytes:
     return body[:-1] + b"," + extra[1:]
 
 
-def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int) -> str:
+def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int, stack_count: int) -> str:
     """The samples array, written directly: it is the bulk of a chunk, and
     one dict per sample for json.dumps costs three times as much. Each
     (thread, stack) pair's text is made once. A timestamp is written as
@@ -102,6 +113,8 @@ def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int) -> str:
     tails: dict[tuple[int, int], str] = {}
 
     def tail(key: tuple[int, int]) -> str:
+        if not 0 <= key[1] < stack_count:  # once per (thread, stack): no cost per sample
+            raise ValueError(f"a sample names stack {key[1]} out of {stack_count}")
         text = tails[key] = 'e-9,"thread_id":"%d","stack_id":%d}' % key  # noqa: UP031
         return text
 
@@ -116,11 +129,13 @@ def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int) -> str:
     return '[{"timestamp":' + body + "]"
 
 
-def has_enough_samples(samples: Sequence[RawSample]) -> bool:
-    """Sentry drops threads with fewer than 2 samples and rejects a chunk with
-    none left; such a chunk is not worth sending."""
+def has_enough_samples(samples: Sequence[RawSample], stacks: Sequence[Sequence[int]]) -> bool:
+    """Sentry drops threads with fewer than 2 samples with frames and rejects
+    a chunk with none left; such a chunk is not worth sending."""
     seen = set()
-    for _, thread_id, _ in samples:
+    for _, thread_id, stack_id in samples:
+        if not (0 <= stack_id < len(stacks) and stacks[stack_id]):
+            continue
         if thread_id in seen:
             return True
         seen.add(thread_id)

@@ -29,6 +29,17 @@ _CACHE_LIMIT = 1 << 16
 _cache: dict[tuple[Frame, str], SentryFrame] = {}
 
 
+def json_text(text: str) -> str:
+    """Text as Sentry's parsers take it. os.fsdecode turns undecodable bytes
+    of a path into lone surrogates; Python escapes them in JSON, and Sentry's
+    parser (serde_json) then rejects the whole payload: they become U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
 class FrameConverter:
     """Converts native frames; remembers the working directory like the SDK."""
 
@@ -46,22 +57,25 @@ class FrameConverter:
         return dict(found)
 
     def _convert(self, frame: Frame) -> SentryFrame:
+        # A code object can be renamed to "" (code.replace): Sentry needs a name.
+        function = json_text(frame.function) or "<unknown>"
         if frame.filename in _SYNTHETIC_FILES:
             return {
                 "abs_path": frame.filename,
                 "filename": frame.filename,
-                "function": frame.function,
-                "lineno": frame.lineno,
+                "function": function,
+                "lineno": max(frame.lineno, 0),
                 "module": None,
                 "in_app": False,
             }
-        abs_path = os.path.join(self.cwd, frame.filename)
+        abs_path = json_text(os.path.join(self.cwd, frame.filename))
+        module = None if frame.module is None else json_text(frame.module)
         return {
             "abs_path": abs_path,
-            "filename": filename_for_module(frame.module, abs_path) or None,
-            "function": frame.function,
+            "filename": filename_for_module(module, abs_path) or None,
+            "function": function,
             "lineno": max(frame.lineno, 0),
-            "module": frame.module,
+            "module": module,
         }
 
 

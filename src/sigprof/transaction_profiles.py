@@ -99,6 +99,7 @@ class NativeProfile(sdk_profiler.Profile):
         end_ns = self.stop_ns or (1 << 63)
         cap_ns = start_ns + MAX_PROFILE_DURATION_NS
         local_stacks = self._local_stacks
+        stacks = self.stacks
         out = self.samples
         thread_keys = self._thread_keys
         counts = self._samples_per_thread
@@ -115,7 +116,8 @@ class NativeProfile(sdk_profiler.Profile):
             key = thread_keys.get(thread_id)
             if key is None:
                 key = thread_keys[thread_id] = str(thread_id)
-            counts[thread_id] = counts.get(thread_id, 0) + 1
+            if stacks[local]:  # Sentry counts only samples with frames
+                counts[thread_id] = counts.get(thread_id, 0) + 1
             out.append(
                 {
                     "elapsed_since_start_ns": str(timestamp_ns - start_ns),
@@ -124,7 +126,8 @@ class NativeProfile(sdk_profiler.Profile):
                 }
             )
         # sentry-sdk counts sampler ticks; the busiest thread's sample count
-        # is the same number for a wall-clock sampler.
+        # is the same number for a wall-clock sampler. Samples without frames
+        # do not count: Sentry rejects a profile that has only those.
         self.unique_samples = max(counts.values(), default=0)
         if over_cap:
             # The SDK stops a profile at its first sample past 30 s.

@@ -95,7 +95,9 @@ def check_chunk(payload: dict[str, Any]) -> Any:
     timestamps = [sample["timestamp"] for sample in profile["samples"]]
     assert all(isinstance(sample["thread_id"], str) for sample in profile["samples"])
     assert max(timestamps) - min(timestamps) <= MAX_CHUNK_S
-    per_thread = Counter(sample["thread_id"] for sample in profile["samples"])
+    per_thread = Counter(
+        sample["thread_id"] for sample in profile["samples"] if profile["stacks"][sample["stack_id"]]
+    )
     assert any(n >= 2 for n in per_thread.values()), "profiling_not_enough_samples"
     assert parsed.get_profiler_id() == payload["profiler_id"]
     return parsed
