@@ -3,16 +3,17 @@
  *
  * Every pointer the walker can follow leads into a one-page arena the fuzzer
  * fills (frames, a C frame, code objects and other objects, all fakes), into
- * the PROT_NONE page right after it, or to a low unmapped address: the walker
- * reads what a torn or freed frame could hold, and reads that fault go to the
- * real fault guard (sp_guarded_run), as in the signal handler. Any other bad
- * read is AddressSanitizer's to report. No interpreter runs: the walker only
- * compares type pointers with &PyCode_Type.
+ * the PROT_NONE pages on either side of it, or to a low unmapped address
+ * (aligned or not): the walker reads what a torn or freed frame could hold,
+ * and reads that fault go to the real fault guard (sp_guarded_run), as in the
+ * signal handler. Any other bad read is AddressSanitizer's to report. No
+ * interpreter runs: the walker only compares type pointers with &PyCode_Type.
  *
  * Invariants: the walk ends (libFuzzer's -timeout); at most max_depth frames
- * are written (the record is allocated to exactly that size); every frame kept is a code object whose co_firstlineno was
- * copied, with an instruction offset of -1 or one within the code or at its
- * end (3.11+, where the walker checks it; the resolver checks it again). */
+ * are written (the record is allocated to exactly that size); every frame
+ * kept is a code object whose co_firstlineno was copied, with an instruction
+ * offset of -1 or one within the code or at its end (3.11+, where the walker
+ * checks it; the resolver checks it again). */
 #include "fuzz_common.h"
 
 #include "frame_walk.h"

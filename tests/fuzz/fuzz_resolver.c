@@ -14,8 +14,10 @@
  *    PyCode_Addr2Line at any offset. Only memory safety and the structure of
  *    what comes out are checked: CPython defines no line for a malformed table.
  *
- * Invariants (both): no read or write out of bounds (AddressSanitizer, with
- * PYTHONMALLOC=malloc so Python's objects are checked too); every sample's
+ * Invariants (both): no read or write out of bounds by sigprof's code
+ * (AddressSanitizer; PYTHONMALLOC=malloc puts Python's objects in its view
+ * too, though CPython's own reads, PyCode_Addr2Line's included, are not
+ * instrumented: there only crashes and wrong lines show); every sample's
  * stack and every stack's frames exist; a frame is a code frame with a str
  * name and file, or one of the synthetic kinds; stacks are at most
  * max_depth + 1 long. */
