@@ -429,6 +429,18 @@ void sp_block_sigprof(int block)
     pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
+void sp_block_async_signals(void)
+{
+    sigset_t set;
+    sigfillset(&set);
+    sigdelset(&set, SIGSEGV);
+    sigdelset(&set, SIGBUS);
+    sigdelset(&set, SIGFPE);
+    sigdelset(&set, SIGILL);
+    sigdelset(&set, SIGTRAP);
+    pthread_sigmask(SIG_SETMASK, &set, NULL);
+}
+
 void sp_thread_set_name(const char *name)
 {
     prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); /* at most 15 characters kept */
@@ -505,6 +517,7 @@ int sp_altstack_adopt(void *memory, size_t size) { (void)memory; (void)size; ret
 void sp_altstack_release(void *memory) { (void)memory; }
 size_t sp_altstack_size(void) { return 0; }
 void sp_block_sigprof(int block) { (void)block; }
+void sp_block_async_signals(void) {}
 void sp_thread_set_name(const char *name) { (void)name; }
 
 #endif

@@ -90,6 +90,11 @@ int sp_fault_guard_install(char *error, size_t error_len);
 
 /* Blocks / unblocks SIGPROF for the calling thread (around fork). */
 void sp_block_sigprof(int block);
+/* For sigprof's own threads: blocks every signal but the synchronous faults,
+ * so that signals meant for the process (SIGTERM, SIGINT, SIGHUP...) reach
+ * the program's threads. A C handler that does real work (uWSGI's SIGTERM
+ * handler calls exit()) must never run on the ticker or the collector. */
+void sp_block_async_signals(void);
 /* Names the calling thread (its comm, seen in /proc/PID/task/TID/comm, top -H,
  * gdb): the sampler's own threads are recognisable from outside. */
 void sp_thread_set_name(const char *name);

@@ -363,7 +363,7 @@ static void tick_pass(int64_t tick)
 static void *ticker_main(void *unused)
 {
     (void)unused;
-    sp_block_sigprof(1);
+    sp_block_async_signals();
     sp_thread_set_name("sigprof-ticker");
     S.ticker_tid = sp_current_tid();
     int64_t tick = 0;
@@ -478,7 +478,7 @@ static void reclaim_exited_threads(void)
 static void *collector_main(void *unused)
 {
     (void)unused;
-    sp_block_sigprof(1);
+    sp_block_async_signals();
     sp_thread_set_name("sigprof-collect");
     PyGILState_STATE gil = PyGILState_Ensure();
     S.collector_tstate = PyThreadState_Get();

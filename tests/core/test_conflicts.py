@@ -230,3 +230,31 @@ def test_pyinstrument_coexists(sampler_factory, pyinstrument_first):
     sampler.stop()
     assert any(s.frames and s.frames[0].function == "spin" for s in sampler.samples())
     assert "spin" in profiler.output_text()
+
+
+def _blocked_signals(tid: int) -> set:
+    with open(f"/proc/self/task/{tid}/status") as status:
+        (mask,) = [line.split()[1] for line in status if line.startswith("SigBlk:")]
+    bits = int(mask, 16)
+    return {signo for signo in range(1, 65) if bits & (1 << (signo - 1))}
+
+
+def test_process_signals_never_run_on_sigprof_threads(sampler_factory):
+    # A C handler that does real work (uWSGI's SIGTERM handler calls exit())
+    # once ran on the ticker, inside a fault it was recovering from.
+    sampler = sampler_factory(frequency=200, clock="wall")
+    with sampler:
+        spin(0.1)
+        ours = {}
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as comm:
+                name = comm.read().strip()
+            if name.startswith("sigprof-"):
+                ours[name] = _blocked_signals(int(tid))
+    assert set(ours) == {"sigprof-ticker", "sigprof-collect"}
+    for name, blocked in ours.items():
+        for signo in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                      signal.SIGUSR1, signal.SIGCHLD, signal.SIGALRM, signal.SIGPROF):
+            assert signo in blocked, (name, signo)
+        for signo in (signal.SIGSEGV, signal.SIGBUS):
+            assert signo not in blocked, (name, signo)  # the fault guard needs them

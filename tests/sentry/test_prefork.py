@@ -216,7 +216,11 @@ def test_gunicorn(
 @pytest.mark.parametrize("mode", ["transaction", "manual"])
 def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str) -> None:
     """uWSGI's default: the master imports the app, then forks the processes
-    (no lazy-apps); the app's threads need --enable-threads."""
+    (no lazy-apps) from C, without Python's fork hooks; the app's threads need
+    --enable-threads. A master that runs threads (a manual session's sampler,
+    sentry-sdk's own profiler, any thread) also needs --py-call-osafterfork:
+    uWSGI releases the GIL before it forks, one of those threads can hold it
+    then, and the worker waits for it forever (seen here about 1 run in 10)."""
     (tmp_path / "prefork_app.py").write_text(APP)
     port = _free_port()
     env = {**os.environ, "PREFORK_MODE": mode, "PREFORK_DSN": receiver.dsn}
@@ -225,6 +229,8 @@ def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str) -
         "--http-socket", f"127.0.0.1:{port}", "--chdir", str(tmp_path),
         "--module", "prefork_app:application", "--home", sys.prefix, "--die-on-term",
     ]
+    if mode == "manual":
+        command.append("--py-call-osafterfork")
     server = _serve(command, port, env)
     try:
         answers = _requests(port, 8)
@@ -237,3 +243,50 @@ def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str) -
     else:
         assert master_threads == [], output
     assert "Traceback" not in output, output
+
+
+C_FORK = textwrap.dedent(
+    """
+    import ctypes, json, os, sys, time
+    import sentry_sdk, sigprof
+    from sentry_sdk.profiler.continuous_profiler import get_profiler_id
+
+    sigprof.init(dsn=sys.argv[1], traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+    sentry_sdk.profiler.start_profiler()
+    parent_id = get_profiler_id()
+    # fork(2) straight from C, the GIL held (PyDLL), as uWSGI forks its workers:
+    # none of Python's fork hooks run in the child.
+    pid = ctypes.PyDLL(None).fork()
+    if pid == 0:
+        with sentry_sdk.start_transaction(name="in the child"):
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                sum(range(300))
+            child_id = get_profiler_id()
+        threads = sorted(open(f"/proc/self/task/{t}/comm").read().strip()
+                         for t in os.listdir("/proc/self/task"))
+        print(json.dumps({"parent": parent_id, "child": child_id,
+                          "sampler": [t for t in threads if t.startswith("sigprof-")]}),
+              flush=True)
+        sentry_sdk.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    sentry_sdk.profiler.stop_profiler()
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_fork_from_c_resumes_a_manual_session(receiver: Receiver, tmp_path: Path) -> None:
+    script = tmp_path / "c_fork.py"
+    script.write_text(C_FORK)
+    result = subprocess.run([sys.executable, str(script), receiver.dsn], capture_output=True,
+                            text=True, timeout=100, check=False)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["parent"] and facts["child"] and facts["child"] != facts["parent"], facts
+    assert facts["sampler"] == ["sigprof-collect", "sigprof-ticker"]
+    receiver.wait_for(
+        lambda r: facts["child"] in {c["profiler_id"] for c in r.payloads("profile_chunk")},
+        timeout=60,
+    )
