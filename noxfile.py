@@ -7,7 +7,7 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 TEST_REQUIREMENTS = ["-r", "tests/requirements-sentry.txt", "-r", "tests/requirements-local.txt"]
 OLDEST_SENTRY_SDK = "2.22.0"  # the first 2.x with profile_lifecycle
 
-nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind", "asan", "fuzz"]
+nox.options.sessions = ["lint", "tests", "sentry_oldest", "valgrind", "asan", "stress", "fuzz"]
 nox.options.reuse_existing_virtualenvs = False
 
 
@@ -39,6 +39,23 @@ def valgrind(session: nox.Session) -> None:
     """memcheck over a sampling workload: no invalid access in sigprof."""
     install_sigprof(session)
     session.run("python", "tests/valgrind/run_memcheck.py")
+
+
+# The stress suite's lengths per interpreter: the full soak on 3.12, a short
+# one on 3.9 (the oldest frame walker), within about 6 minutes together.
+STRESS_SECONDS = {"3.12": {"SOAK": "180", "CHURN": "20"}, "3.9": {"SOAK": "45", "CHURN": "8"}}
+
+
+@nox.session(python=list(STRESS_SECONDS))
+def stress(session: nox.Session) -> None:
+    """tests/stress (outside the default pytest run): soak, thread churn,
+    forks under churn, exit paths; prints the figures the README quotes."""
+    session.install("-r", "tests/requirements-sentry.txt")
+    install_sigprof(session)
+    seconds = STRESS_SECONDS[str(session.python)]
+    session.env["SIGPROF_STRESS_SOAK_S"] = seconds["SOAK"]
+    session.env["SIGPROF_STRESS_CHURN_S"] = seconds["CHURN"]
+    session.run("pytest", "-p", "no:cacheprovider", "-s", "tests/stress", *session.posargs)
 
 
 @nox.session(python="3.12")
