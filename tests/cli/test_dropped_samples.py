@@ -34,7 +34,7 @@ GIL_HOG = """
         thread.start()
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
-        re.match(r"(a+)+$", "a" * 24 + "b")
+        re.match(r"(a+)+$", "a" * 25 + "b")  # about a second or more, holding the GIL
     stop = True
     for thread in threads:
         thread.join()
@@ -84,6 +84,9 @@ def test_local_chunk_files_count_dropped_samples(
             deadline = time.monotonic() + 1.6
             while time.monotonic() < deadline:
                 sum(range(300))
+            # stop sampling first: what the lingering sampler would drop after
+            # the writer's last chunk is no chunk's
+            SOURCE.stop_now()
         dropped = SOURCE.dropped_total - before
     finally:
         SOURCE.stop_now()

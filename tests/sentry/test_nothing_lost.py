@@ -100,6 +100,9 @@ def test_full_native_buffer_is_counted_logged_and_written_into_chunks(
     sigprof.start_profiler()
     with sentry_sdk.start_transaction(name="still sent"):
         spin(2.6)  # many drains see drops
+    # stop sampling first: what the lingering sampler would drop after the
+    # session's last chunk is no chunk's
+    SOURCE.stop_now()
     sigprof.stop_profiler()
     dropped = SOURCE.dropped_total - before
     sentry_sdk.flush()
