@@ -23,9 +23,10 @@ SentryFrame = dict[str, Any]
 _SYNTHETIC_FILES = ("<sigprof>", "<unknown>")
 
 
-_CACHE_LIMIT = 1 << 16
 # Converted frames, shared by every chunk and profile: most frames of a
-# service recur in every chunk, and filename_for_module is not cheap.
+# service recur in every chunk, and filename_for_module is not cheap. About
+# 550 bytes an entry: the limit keeps it under 5 MiB (cleared when full).
+_CACHE_LIMIT = 1 << 13
 _cache: dict[tuple[Frame, str], SentryFrame] = {}
 
 
