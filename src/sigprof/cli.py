@@ -188,6 +188,8 @@ def _write(profile: Profile, fmt: str, path: str) -> None:
         exports.write_profile(profile, fmt, path)
     except OSError as error:
         raise CliError(f"cannot write {path}: {error.strerror or error}", EXIT_IO) from None
+    except ValueError as error:  # a profile the format cannot hold
+        raise CliError(f"cannot write {path}: {error}", EXIT_IO) from None
 
 
 def _open_in_browser(path: str) -> None:

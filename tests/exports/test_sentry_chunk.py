@@ -123,6 +123,13 @@ def test_weighted_samples_are_repeated_and_untimed_ones_get_times() -> None:
     assert len(stamps) == 3 and stamps == sorted(stamps) and stamps[0] > 0
 
 
+def test_a_huge_weight_is_refused_not_expanded() -> None:
+    profile = Profile(interval_ns=INTERVAL)
+    profile.add_sample(1, [Frame("f", "/a.py", None, 1)], weight=10**12)
+    with pytest.raises(ValueError, match="too many"):
+        sentry_chunk.render(profile)
+
+
 def test_round_trip(profile: Profile) -> None:
     back = sentry_chunk.parse(json.loads(sentry_chunk.render(profile)))
     assert back.interval_ns == INTERVAL

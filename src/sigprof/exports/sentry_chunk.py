@@ -119,6 +119,11 @@ def _chunk(
     return Chunk(samples[0][0] if samples else 0, body)
 
 
+# A chunk sample has no weight: a weighted profile (collapsed stacks, say)
+# is expanded, and a huge weight must not exhaust memory.
+MAX_EXPANDED_SAMPLES = 10_000_000
+
+
 def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[Chunk]:
     """The profile as chunks of at most 65 s each. Weighted samples are
     repeated (a chunk sample has no weight); samples without a timestamp
@@ -127,6 +132,13 @@ def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[Chunk]:
     flat: list[tuple[int, int, int]] = []
     interval = profile.interval_ns or 10_000_000
     untimed_end = time.time_ns()
+    if profile.unit == "samples":
+        total = sum(max(1, round(s[2])) for t in profile.threads.values() for s in t.samples)
+        if total > MAX_EXPANDED_SAMPLES:
+            raise ValueError(
+                f"the profile's weights add up to {total} samples: too many to write as "
+                f"Sentry chunks (at most {MAX_EXPANDED_SAMPLES})"
+            )
     for thread in profile.threads.values():
         untimed = sum(1 for s in thread.samples if not s[0])
         step = 0
