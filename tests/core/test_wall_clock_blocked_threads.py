@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from tests.core.workloads import spin
+from tests.core.workloads import spin, spin_wall
 
 
 def wait_until_blocked(threads) -> None:
@@ -41,7 +41,7 @@ def test_blocked_threads_repeat_without_signals(sampler_factory):
     wait_until_blocked(threads)
     sampler = sampler_factory(frequency=101, clock="wall")
     with sampler:
-        spin(1.0)
+        spin_wall(1.0)  # wall time: under load, a CPU second could outlast the sleep
         stats = sampler.stats()
     server.send(b"x")
     release.set()
