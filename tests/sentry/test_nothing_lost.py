@@ -254,7 +254,10 @@ def test_unreachable_sentry_keeps_memory_bounded_then_chunks_arrive(
         # at most every chunk handed over before Sentry came back
         assert network_errors(receiver) <= SESSION.chunks_sent - sent_at_start
         dropped = SESSION.chunks_dropped - dropped_before
-        assert _losses(_chunks(receiver), "dropped_chunks") == dropped
+        # A count rides on the next chunk handed over; when sentry-sdk then
+        # fails that chunk too (Sentry still down), the count goes with it,
+        # and only the client report below still has it.
+        assert _losses(_chunks(receiver), "dropped_chunks") <= dropped
         receiver.wait_for(
             lambda r: r.outcomes().count(("queue_overflow", "profile_chunk")) >= dropped
         )
