@@ -36,7 +36,7 @@ MIB = 1024 * 1024
 # 2,400 threads, 24,000 tasks), so a leak above ~350 bytes per code object or
 # ~2 KiB per thread fails it. Thread churn bounds a per-thread leak far
 # tighter: 40,000+ threads.
-RSS_SLACK_MIB = 4.0
+RSS_SLACK_MIB = float(os.environ.get("SIGPROF_STRESS_RSS_SLACK_MIB", "4"))
 STATE_FILES_CAP = 64  # csrc/sampler.c state_files_allowed()
 WARM_UP = 0.25  # the first quarter of a run: imports, caches and tables filling
 
