@@ -26,16 +26,17 @@ SOAK_S = float(os.environ.get("SIGPROF_STRESS_SOAK_S", "180"))
 CHURN_S = float(os.environ.get("SIGPROF_STRESS_CHURN_S", "20"))
 MIB = 1024 * 1024
 # Growth allowed between the peaks of the first and the last third of a run,
-# after the warm-up. Measured on the 180 s soak: +0.5 MiB on 3.12 and 3.13,
-# +2.1 MiB on 3.9; the same workload unprofiled stays within 0.2 MiB; 600 s on
-# 3.12: +2.3 MiB. (Profiled runs keep growing slowly, ~0.5 MiB a minute, part
-# of it the converted-frame cache filling with rarely sampled lines; the
-# rest is not Python objects, per tracemalloc, nor glibc's per-thread
-# arenas: unchanged with MALLOC_ARENA_MAX=1.) 4 MiB is twice the worst
-# measurement; between the thirds lie about 600 rounds (12,000 code objects,
-# 2,400 threads, 24,000 tasks), so a leak above ~350 bytes per code object or
-# ~2 KiB per thread fails it. Thread churn bounds a per-thread leak far
-# tighter: 40,000+ threads.
+# after the warm-up. Measured on the 180 s soak before the native buffer was
+# made resident from the start: +0.5 MiB on 3.12 and 3.13, +2.1 MiB on 3.9
+# (600 s on 3.12: +2.3 MiB), most of it the buffer's deeper pages faulted in
+# as deep stacks first reached them. Since then (MAP_POPULATE): +1.1 MiB in
+# 300 s on 3.12, +0.3 MiB in 240 s on 3.13, +1.6 MiB in 240 s on 3.9, what is
+# left coming and going with each chunk's transient allocations and the
+# converted-frame cache filling towards its cap. The same workload unprofiled
+# stays within 0.3 MiB. 4 MiB is about twice the worst measurement; between
+# the thirds lie about 600 rounds (12,000 code objects, 2,400 threads, 24,000
+# tasks), so a leak above ~350 bytes per code object or ~2 KiB per thread
+# fails it. Thread churn bounds a per-thread leak far tighter: 40,000+ threads.
 RSS_SLACK_MIB = float(os.environ.get("SIGPROF_STRESS_RSS_SLACK_MIB", "4"))
 STATE_FILES_CAP = 64  # csrc/sampler.c state_files_allowed()
 WARM_UP = 0.25  # the first quarter of a run: imports, caches and tables filling
