@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from typing import Callable, final
 
 from sigprof.exports import sentry_chunk, write_atomically
+from sigprof.housekeeping import os_thread_rlock
 from sigprof.profile_model import Profile
 from sigprof.sample_source import SOURCE, EpochTables, RawSample
 from sigprof.sampler import Frame
@@ -93,7 +94,11 @@ class LocalChunkWriter:
         self.release = release
         self.environment = environment
         self.written: list[str] = []
-        self._lock = threading.Lock()  # taken after SOURCE.lock, never before
+        # Both OS-thread locks (the housekeeping thread shares them; see
+        # os_thread_rlock). _lock is taken after SOURCE.lock, never before;
+        # _write_lock is held across a whole write and never with SOURCE.lock.
+        self._lock = os_thread_rlock()
+        self._write_lock = os_thread_rlock()
         self._running = False
         self._samples: list[RawSample] = []
         self._pending: list[_PendingChunk] = []
@@ -156,7 +161,8 @@ class LocalChunkWriter:
         self._running = False
         self._samples = []
         self._pending = []
-        self._lock = threading.Lock()
+        self._lock = os_thread_rlock()
+        self._write_lock = os_thread_rlock()
         self._pid = os.getpid()
 
     # ---- sample source consumer (called with the source's lock held) ----
@@ -192,6 +198,12 @@ class LocalChunkWriter:
             print(f"sigprof: could not write a chunk: {error}", file=sys.stderr)
 
     def _write_pending(self) -> list[str]:
+        # One writer at a time: stop() returns only once a chunk the
+        # housekeeping thread took is on disk too.
+        with self._write_lock:
+            return self._write_chunks()
+
+    def _write_chunks(self) -> list[str]:
         with self._lock:
             pending, self._pending = self._pending, []
         names = SOURCE.thread_names()
