@@ -106,8 +106,9 @@ def _get(port: int) -> dict[str, Any]:
 
 
 def _serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    server = subprocess.Popen(  # its own process group: a hung worker is killed with it
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while True:
@@ -123,14 +124,17 @@ def _serve(command: list[str], port: int, env: dict[str, str]) -> subprocess.Pop
             time.sleep(0.1)
 
 
-def _stop(server: subprocess.Popen[str]) -> str:
+def _stop(server: subprocess.Popen[str]) -> tuple[str, bool]:
+    """SIGTERM; the output, and whether the server stopped within 60 s (if
+    not, its whole process group is killed: workers hold the output pipe)."""
     server.send_signal(signal.SIGTERM)
     try:
         output, _ = server.communicate(timeout=60)
+        return output, True
     except subprocess.TimeoutExpired:
-        server.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         output, _ = server.communicate()
-    return output
+        return output, False
 
 
 def _requests(port: int, count: int) -> list[dict[str, Any]]:
@@ -199,8 +203,8 @@ def test_gunicorn(
         answers = _requests(port, 8)
         master_threads = _sampler_threads(server.pid)
     finally:
-        output = _stop(server)
-    assert server.returncode == 0, output
+        output, stopped = _stop(server)
+    assert stopped and server.returncode == 0, output
     _check_profiles(receiver, mode, answers, server.pid)
     if preload and mode == "manual":
         # start_profiler() ran in the master, so it samples there too, as
@@ -236,11 +240,17 @@ def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str) -
         answers = _requests(port, 8)
         master_threads = _sampler_threads(server.pid)
     finally:
-        output = _stop(server)
+        output, stopped = _stop(server)
     _check_profiles(receiver, mode, answers, server.pid)
     if mode == "manual":
         assert master_threads == ["sigprof-collect", "sigprof-ticker"]
     else:
         assert master_threads == [], output
     assert "Traceback" not in output, output
+    if not stopped and mode == "manual":
+        # Known and open: once in CI (3.12, loaded machine) the master running
+        # a manual session did not stop within 60 s of SIGTERM. Everything
+        # above is still checked; the README lists it under Limitations.
+        pytest.xfail("uWSGI master with a running sampler did not stop on SIGTERM")
+    assert stopped, output
 
