@@ -33,8 +33,13 @@ int sp_ring_init(sp_ring *ring, uint64_t capacity, uint32_t max_depth)
      * pages were faulted in only when a deep stack first landed there, so RSS
      * crept up for the whole run (~0.5 MiB a minute in the stress soak at
      * depth 1024, up to the buffer's size) and the handler took page faults. */
+#ifdef MAP_POPULATE
+    int populate = MAP_POPULATE;
+#else
+    int populate = 0; /* not Linux: the core compiles there but never samples */
+#endif
     void *memory = mmap(NULL, slot_size * capacity, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                        MAP_PRIVATE | MAP_ANONYMOUS | populate, -1, 0);
     if (memory == MAP_FAILED) {
         return -1;
     }
