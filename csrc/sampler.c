@@ -195,6 +195,18 @@ static void wake_collector(void)
     pthread_mutex_unlock(&S.work_mutex);
 }
 
+/* Idle records are stamped with the tick they stand for. */
+static void idle_record_header(sp_record *record, uint32_t index, const sp_thread_slot *slot,
+                               int64_t tick, uint16_t kind)
+{
+    record->timestamp_ns = S.base_ns + tick * S.config.interval_ns;
+    record->tick = tick;
+    record->thread_ident = slot->ident;
+    record->slot = index;
+    record->kind = kind;
+    record->flags = 0;
+}
+
 static int write_idle_end(uint32_t index, sp_thread_slot *slot, int64_t tick)
 {
     uint64_t position;
@@ -202,12 +214,7 @@ static int write_idle_end(uint32_t index, sp_thread_slot *slot, int64_t tick)
     if (record == NULL) {
         return -1;
     }
-    record->timestamp_ns = S.base_ns + tick * S.config.interval_ns;
-    record->tick = tick;
-    record->thread_ident = slot->ident;
-    record->slot = index;
-    record->kind = SP_RECORD_IDLE_END;
-    record->flags = 0;
+    idle_record_header(record, index, slot, tick, SP_RECORD_IDLE_END);
     record->depth = 0;
     sp_ring_commit(&S.ring, position);
     return 0;
@@ -263,12 +270,7 @@ static uint32_t state_files_allowed(void)
 static int capture_blocked(uint32_t index, sp_thread_slot *slot, int64_t tick, int64_t cpu_ns)
 {
     sp_record *scratch = S.blocked_scratch;
-    scratch->timestamp_ns = S.base_ns + tick * S.config.interval_ns;
-    scratch->tick = tick;
-    scratch->thread_ident = slot->ident;
-    scratch->slot = index;
-    scratch->kind = SP_RECORD_IDLE_START;
-    scratch->flags = 0;
+    idle_record_header(scratch, index, slot, tick, SP_RECORD_IDLE_START);
     atomic_store(&S.capturing_blocked, 1);
     walk_into(S.ticker_tid, slot->tstate, scratch);
     uint64_t fingerprint = fingerprint_of(S.ticker_tid, slot->tstate);
