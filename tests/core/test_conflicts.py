@@ -75,9 +75,9 @@ GUARD_SCRIPT = textwrap.dedent(
         saved = link.value
         link.value = UNMAPPED
         try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                pass
+            deadline = time.monotonic() + seconds  # BROKEN LINK
+            while time.monotonic() < deadline:  # BROKEN LINK
+                pass  # BROKEN LINK
         finally:
             link.value = saved  # before this function returns through it
 
@@ -95,7 +95,12 @@ GUARD_SCRIPT = textwrap.dedent(
     sampler.stop()
     samples = sampler.samples()
     faulted = sum(1 for s in samples if [f.function for f in s.frames] == ["<unknown>"])
-    print("faulted walks:", faulted, "of", len(samples), flush=True)
+    # Samples taken before the link was broken or after it was restored walk
+    # normally; none may have walked through the broken link.
+    with open(__file__) as source:
+        broken_lines = {n for n, line in enumerate(source, 1) if line.endswith("# BROKEN LINK\\n")}
+    walked_through = sum(1 for s in samples if s.frames[0].lineno in broken_lines)
+    print("faulted walks:", faulted, "of", len(samples), "walked through:", walked_through, flush=True)
     if order != "after":
         crash_outside_the_walk()
     """
@@ -110,6 +115,12 @@ def _run(script: str, *args: str, tmp_path) -> subprocess.CompletedProcess:
     env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":handle_segv=0:handle_sigbus=0"
     return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True,
                           timeout=120, check=False, env=env)
+
+
+def _walk_counts(stdout: str) -> tuple[int, int, int]:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("faulted walks:")]
+    words = line.split()
+    return int(words[2]), int(words[4]), int(words[7])
 
 
 def _samples_taken(stdout: str) -> int:
@@ -139,8 +150,8 @@ def test_real_segfault_reaches_a_c_handler(tmp_path, order):
 def test_faults_in_the_walk_are_recovered_and_real_ones_still_crash(tmp_path, order):
     result = _run(GUARD_SCRIPT, order, tmp_path=tmp_path)
     assert result.returncode == -signal.SIGSEGV, (result.stdout, result.stderr)
-    faulted, total = (int(word) for word in result.stdout.split()[2::2])
-    assert faulted > 0 and faulted == total, result.stdout
+    faulted, total, walked_through = _walk_counts(result.stdout)
+    assert faulted > total // 2 and walked_through == 0, result.stdout
     if order == "before":
         # one report, for the real crash; none for the recovered faults
         assert result.stderr.count("Fatal Python error: Segmentation fault") == 1, result.stderr
@@ -154,8 +165,8 @@ def test_faults_in_the_walk_are_recovered_with_faulthandler_enabled_later(tmp_pa
     # faulthandler reports the first such fault and leaves (the README says so).
     result = _run(GUARD_SCRIPT, "after", tmp_path=tmp_path)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    faulted, total = (int(word) for word in result.stdout.split()[2::2])
-    assert faulted > 0 and faulted == total, result.stdout
+    faulted, total, walked_through = _walk_counts(result.stdout)
+    assert faulted > total // 2 and walked_through == 0, result.stdout
 
 
 VMPROF_SCRIPT = textwrap.dedent(
