@@ -237,6 +237,10 @@ def _cmd_run(argv: Sequence[str]) -> int:
     from sigprof.recording import Recorder, dropped_message
 
     main_thread = threading.main_thread().ident
+    if options.duration is not None and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Inherited as ignored (a background job of a shell script): the
+        # duration's interrupt would never reach the program.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def interrupt_program() -> None:
         # a real signal to the main thread, so a blocking sleep or read wakes up

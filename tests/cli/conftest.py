@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,14 +20,18 @@ needs_native = pytest.mark.skipif(
 
 
 def sigprof_cli(
-    *args: str, cwd: Path, env: dict | None = None, timeout: float = 300
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 300,
+    ignore_sigint: bool = False,
 ) -> subprocess.CompletedProcess:
-    """`python -m sigprof ARGS` in a child process, as a person runs it."""
+    """`python -m sigprof ARGS` in a child process, as a person runs it (from
+    a terminal: SIGINT at its default, whatever the test runner inherited)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    sigint = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
     return subprocess.run(
         [sys.executable, "-m", "sigprof", *args],
         cwd=str(cwd), env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
 
 

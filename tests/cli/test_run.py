@@ -158,10 +158,12 @@ hot_function(0.6)
 
 
 @needs_native
-def test_duration_stops_a_program_that_never_ends(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_duration_stops_a_program_that_never_ends(tmp_path: Path, sigint: str) -> None:
+    # "ignored": how a shell script starts a background job
     write_script(tmp_path / "forever.py", "import time\nwhile True:\n    time.sleep(0.05)\n")
     result = sigprof_cli("run", "--duration", "1", "-o", "d.html", "forever.py", cwd=tmp_path,
-                         timeout=120)
+                         timeout=120, ignore_sigint=sigint == "ignored")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "d.html").exists()
 
