@@ -9,8 +9,14 @@ not depend on that. So this thread is started with the original
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any, Callable
+
+# Stay deliverable on the housekeeping thread: faults (they cannot wait) and
+# SIGPROF (the thread is sampled like any other).
+_KEPT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
+                 signal.SIGSYS, signal.SIGPROF}
 
 
 def _original(module: str, name: str) -> Any:
@@ -75,6 +81,11 @@ class HousekeepingThread:
             pass
 
     def _run(self) -> None:
+        # Signals sent to the process then go to another thread: a host's C
+        # handler that exits or takes locks (uWSGI's workers call exit() in
+        # theirs) must not run here while this thread holds sigprof's locks.
+        # Python-level handlers run on the main thread anyway.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _KEPT_SIGNALS)
         while True:
             try:
                 pause = self._task()
