@@ -231,7 +231,6 @@ static int64_t intern_record(sp_resolver *r, const sp_record *record)
             return -1;
         }
         r->scratch[length++] = (int32_t)frame;
-        r->truncated_stacks++;
     }
     return intern_stack(r, r->scratch, length);
 }
@@ -250,6 +249,13 @@ static int emit(sp_resolver *r, int64_t timestamp_ns, uint64_t ident, int64_t st
     sample->stack_id = (int32_t)stack_id;
     sample->reserved = 0;
     r->emitted_samples++;
+    /* per sample, like emitted_samples: a stack repeated for a blocked thread
+     * or for a signal's merged expirations counts each time */
+    const struct sp_stack_entry *stack = &r->stacks[stack_id];
+    if (stack->length > 0 &&
+        r->frames[r->stack_frames[stack->offset + stack->length - 1]].kind == SP_FRAME_TRUNCATED) {
+        r->truncated_samples++;
+    }
     return 0;
 }
 
@@ -264,13 +270,43 @@ static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, int64_t until_tick,
     return 0;
 }
 
+/* A signal whose CPU timer expired `merged` more times while it was pending
+ * stands for merged + 1 samples of its stack: without them the cpu clock
+ * loses most of its samples when the thread shares its CPU (the kernel checks
+ * CPU timers at the scheduler tick only while the thread runs). They are
+ * back-dated one interval apart (the least wall time that CPU time took),
+ * squeezed to stay after the thread's previous signal sample. */
+static int emit_signal_sample(sp_resolver *r, const sp_record *record, int64_t stack_id,
+                              int64_t interval_ns)
+{
+    uint32_t merged = record->merged < SP_MAX_MERGED ? record->merged : SP_MAX_MERGED;
+    int64_t now = record->timestamp_ns;
+    int64_t since = now - (int64_t)(merged + 1) * interval_ns;
+    sp_last_signal *last = record->slot < r->slot_count ? &r->last_signal[record->slot] : NULL;
+    if (last != NULL) {
+        if (last->thread_ident == record->thread_ident && last->timestamp_ns < now &&
+            last->timestamp_ns > since) {
+            since = last->timestamp_ns;
+        }
+        last->thread_ident = record->thread_ident;
+        last->timestamp_ns = now;
+    }
+    int64_t step = (now - since) / (int64_t)(merged + 1);
+    for (uint32_t i = merged; i > 0; i--) {
+        if (emit(r, now - (int64_t)i * step, record->thread_ident, stack_id) != 0) {
+            return -1;
+        }
+    }
+    return emit(r, now, record->thread_ident, stack_id);
+}
+
 int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int64_t interval_ns,
                         int64_t last_tick)
 {
     const sp_record *record;
     int status = 0;
     while ((record = sp_ring_peek(ring)) != NULL) {
-        sp_idle_thread *idle = record->slot < r->idle_count ? &r->idle[record->slot] : NULL;
+        sp_idle_thread *idle = record->slot < r->slot_count ? &r->idle[record->slot] : NULL;
         if (record->kind == SP_RECORD_IDLE_END) {
             if (idle != NULL && idle->active) {
                 status |= repeat_idle(r, idle, record->tick - 1, tick_base_ns, interval_ns);
@@ -278,7 +314,11 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
             }
         } else {
             int64_t stack = intern_record(r, record);
-            if (stack < 0 || emit(r, record->timestamp_ns, record->thread_ident, stack) != 0) {
+            int emitted = stack < 0 ? -1
+                          : record->kind == SP_RECORD_SIGNAL_SAMPLE
+                              ? emit_signal_sample(r, record, stack, interval_ns)
+                              : emit(r, record->timestamp_ns, record->thread_ident, stack);
+            if (emitted != 0) {
                 status = -1;
                 atomic_fetch_add(&ring->dropped, 1);
             } else if (record->kind == SP_RECORD_SIGNAL_SAMPLE) {
@@ -297,7 +337,7 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
      * still be in flight: an IDLE_END for an earlier tick may be behind a
      * slot a producer has claimed but not yet committed. */
     if (atomic_load_explicit(&ring->head, memory_order_acquire) == ring->tail) {
-        for (uint32_t slot = 0; slot < r->idle_count; slot++) {
+        for (uint32_t slot = 0; slot < r->slot_count; slot++) {
             if (r->idle[slot].active) {
                 status |= repeat_idle(r, &r->idle[slot], last_tick, tick_base_ns, interval_ns);
             }
@@ -355,10 +395,11 @@ int sp_resolver_init(sp_resolver *r, uint32_t thread_slots, uint32_t max_depth)
 {
     memset(r, 0, sizeof(*r));
     r->idle = calloc(thread_slots, sizeof(sp_idle_thread));
-    r->idle_count = thread_slots;
+    r->last_signal = calloc(thread_slots, sizeof(sp_last_signal));
+    r->slot_count = thread_slots;
     r->scratch_capacity = (int32_t)max_depth + 1;
     r->scratch = malloc((size_t)r->scratch_capacity * sizeof(int32_t));
-    if (r->idle == NULL || r->scratch == NULL || sp_map_init(&r->code_serials, 1024) != 0 ||
+    if (r->idle == NULL || r->last_signal == NULL || r->scratch == NULL || sp_map_init(&r->code_serials, 1024) != 0 ||
         sp_map_init(&r->signal_counts, 64) != 0 || tables_init(r) != 0) {
         sp_resolver_destroy(r);
         return -1;
@@ -373,6 +414,7 @@ void sp_resolver_destroy(sp_resolver *r)
     sp_map_free(&r->signal_counts);
     free(r->samples);
     free(r->idle);
+    free(r->last_signal);
     free(r->scratch);
     memset(r, 0, sizeof(*r));
 }
@@ -385,7 +427,7 @@ int sp_resolver_reset_interning(sp_resolver *r)
         *r = old;
         return -1;
     }
-    for (uint32_t slot = 0; slot < r->idle_count; slot++) {
+    for (uint32_t slot = 0; slot < r->slot_count; slot++) {
         sp_idle_thread *idle = &r->idle[slot];
         if (!idle->active) {
             continue;

@@ -42,6 +42,17 @@ typedef struct {
     uint64_t thread_ident;
 } sp_idle_thread;
 
+/* The last signal sample of the thread in a registry slot: the samples a
+ * signal's merged timer expirations stand for are dated after it. */
+typedef struct {
+    uint64_t thread_ident;
+    int64_t timestamp_ns;
+} sp_last_signal;
+
+/* A signal never stands for more expirations than this (one second at the
+ * highest frequency): a thread that blocked SIGPROF for longer gets no more. */
+#define SP_MAX_MERGED 1000
+
 typedef struct {
     sp_u64_map code_serials; /* code address -> serial, forgotten on destroy */
     uint64_t next_code_serial;
@@ -57,9 +68,10 @@ typedef struct {
     sp_sample_entry *samples;
     uint64_t sample_count, sample_capacity;
     sp_idle_thread *idle; /* per registry slot */
-    uint32_t idle_count;
+    sp_last_signal *last_signal; /* per registry slot */
+    uint32_t slot_count;            /* registry slots, the length of both */
     sp_u64_map signal_counts; /* thread ident -> signals received */
-    uint64_t emitted_samples, unresolved_frames, truncated_stacks;
+    uint64_t emitted_samples, unresolved_frames, truncated_samples;
     int32_t scratch_capacity;
     int32_t *scratch;
 } sp_resolver;

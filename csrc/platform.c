@@ -47,7 +47,8 @@ static void on_sigprof(int signo, siginfo_t *info, void *context)
     if (info != NULL && (info->si_code == SI_TIMER || info->si_code == SI_QUEUE)) {
         uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
         if ((cookie >> SP_COOKIE_MAGIC_SHIFT) == signal_cookie_magic) {
-            signal_callback(cookie);
+            int merged = info->si_code == SI_TIMER ? info->si_overrun : 0;
+            signal_callback(cookie, merged > 0 ? (uint32_t)merged : 0);
             errno = saved_errno;
             return;
         }

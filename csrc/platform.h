@@ -10,7 +10,9 @@
 #include <sys/types.h>
 
 /* Called in signal context with the cookie the signal carried. */
-typedef void (*sp_signal_callback)(uint64_t cookie);
+/* merged: expirations of a CPU timer the kernel folded into this signal
+ * (si_overrun; 0 for the ticker's queued signals). */
+typedef void (*sp_signal_callback)(uint64_t cookie, uint32_t merged);
 
 typedef struct {
     int valid;

@@ -38,7 +38,7 @@ typedef struct {
     uint16_t kind;
     uint16_t flags;
     uint32_t depth;
-    uint32_t reserved;
+    uint32_t merged;      /* timer expirations merged into this signal (si_overrun) */
     sp_frame_ref frames[]; /* leaf first, `depth` of them */
 } sp_record;
 

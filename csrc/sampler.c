@@ -85,7 +85,7 @@ static void walk_into(pid_t tid, struct _ts *tstate, sp_record *record)
     }
 }
 
-static void capture_current_thread(uint64_t cookie)
+static void capture_current_thread(uint64_t cookie, uint32_t merged)
 {
     atomic_fetch_add(&S.handlers_active, 1);
     if (!atomic_load(&S.accepting)) {
@@ -118,6 +118,7 @@ static void capture_current_thread(uint64_t cookie)
         record->slot = index;
         record->kind = SP_RECORD_SIGNAL_SAMPLE;
         record->flags = 0;
+        record->merged = merged;
         walk_into(tid, slot->tstate, record);
         sp_ring_commit(&S.ring, position);
     }
@@ -205,6 +206,7 @@ static void idle_record_header(sp_record *record, uint32_t index, const sp_threa
     record->slot = index;
     record->kind = kind;
     record->flags = 0;
+    record->merged = 0;
 }
 
 static int write_idle_end(uint32_t index, sp_thread_slot *slot, int64_t tick)

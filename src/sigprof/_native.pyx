@@ -174,7 +174,7 @@ def counters():
     if resolver != NULL:
         result["samples"] = resolver.emitted_samples
         result["unresolved_frames"] = resolver.unresolved_frames
-        result["truncated"] = resolver.truncated_stacks
+        result["truncated"] = resolver.truncated_samples
         while True:
             found = sp_resolver_signal_bucket(resolver, bucket, &ident, &count)
             if found < 0:

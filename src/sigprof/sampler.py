@@ -242,7 +242,8 @@ class Sampler:
     def stats(self) -> dict[str, Any]:
         """samples, dropped, unresolved_frames, truncated, untracked_threads,
         stale_signals, ticks, registered_threads (threads holding a registry
-        slot now), signals: {thread id: signals received}, and
+        slot now), signals: {thread id: signals received; with the cpu clock
+        one signal can stand for several samples}, and
         handler_replaced (see handler_replaced())."""
         from sigprof import _native
 

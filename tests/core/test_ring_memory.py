@@ -21,9 +21,15 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def spin_until_samples(sampler, count: int) -> None:
-    target = sampler.stats()["samples"] + count
-    while sampler.stats()["samples"] < target:
+def signals(sampler) -> int:
+    return sum(sampler.stats()["signals"].values())
+
+
+def spin_until_signals(sampler, count: int) -> None:
+    # signals, not samples: each signal is one record (one buffer slot), and
+    # a cpu-clock signal can stand for several samples
+    target = signals(sampler) + count
+    while signals(sampler) < target:
         spin(0.05)
 
 
@@ -42,10 +48,10 @@ def test_deep_stacks_late_in_a_run_do_not_grow_rss(sampler_factory):
     def run():
         # Shallow stacks fill every slot's first page only; then stacks
         # deeper than the limit write every slot whole. Each phase takes more
-        # samples than the buffer has slots, so every slot is written.
-        spin_until_samples(sampler, CAPACITY + CAPACITY // 4)
+        # signals than the buffer has slots, so every slot is written.
+        spin_until_signals(sampler, CAPACITY + CAPACITY // 4)
         measured["shallow"] = rss_bytes()
-        at_depth(DEPTH + 50, lambda: spin_until_samples(sampler, CAPACITY + CAPACITY // 4))
+        at_depth(DEPTH + 50, lambda: spin_until_signals(sampler, CAPACITY + CAPACITY // 4))
         measured["deep"] = rss_bytes()
 
     limit = sys.getrecursionlimit()

@@ -25,7 +25,7 @@ cdef extern from "intern.h":
         uint64_t sample_count
         uint64_t emitted_samples
         uint64_t unresolved_frames
-        uint64_t truncated_stacks
+        uint64_t truncated_samples
 
     sp_sample_entry *sp_resolver_take_samples(sp_resolver *resolver, uint64_t *count)
     int sp_resolver_reset_interning(sp_resolver *resolver)
