@@ -15,7 +15,7 @@
    (2 us at 500 Hz is 0.1% of a core, below this machine's noise).
    Timings on a shared machine are noisy, so the same captures also run
    under valgrind's callgrind: the signal handler's inclusive instruction
-   count divided by the samples it took (repeatable; perf has no hardware
+   count divided by the signals it handled (repeatable; perf has no hardware
    counters on this VM).
 2. Drain/resolve cost per sample: samples accumulate in the ring at 500 Hz
    on four threads with 60-frame stacks, then one drain() is timed: cold (every
@@ -182,10 +182,9 @@ def child_capture(kind: str, depth: int, iterations: int, noop_library: str) -> 
             if samples:
                 result["sampled_depth"] = statistics.median(len(s.frames) for s in samples)
             result["truncated"] = stats["truncated"]
-            result["signals_counter"] = signals
-            # a running thread gets one sample per signal; the counter is
-            # used when it is there, the samples otherwise
-            signals = max(signals, len(samples))
+            # captures are signals: a cpu-clock signal can stand for several
+            # samples (the timer expirations the kernel merged into it)
+            result["samples"] = len(samples)
         in_range = [g for g in gaps if g <= GAP_MAX_NS]
         result["short_gaps_ns"] = [g for g in gaps if g <= SHORT_GAP_MAX_NS]
         result.update(
@@ -215,9 +214,10 @@ def child_callgrind(depth: int, seconds: float) -> dict[str, Any]:
         end = time.thread_time() + seconds
         while time.thread_time() < end:
             pass
+        signals = sampler.stats()["signals"].get(threading.get_ident(), 0)
         sampler.stop()
         mine = [s for s in sampler.samples() if s.thread_id == threading.get_ident()]
-        result["signals"] = len(mine)
+        result["signals"] = signals  # captures: a signal can stand for several samples
         result["sampled_depth"] = statistics.median(len(s.frames) for s in mine) if mine else 0
 
     _at_depth(depth, body)
@@ -292,7 +292,7 @@ def run_callgrind(depths: tuple[int, ...], seconds: float, log: Any) -> dict[str
             "signals": signals,
             "sampled_depth": child.get("sampled_depth"),
             "instructions": instructions,
-            "instructions_per_sample": instructions / signals if signals else None,
+            "instructions_per_capture": instructions / signals if signals else None,
         }
         log(f"  callgrind depth {depth}: {out[str(depth)]}")
     return out
@@ -527,23 +527,23 @@ def table(result: dict[str, Any]) -> list[str]:
     rows = [
         (d, e)
         for d, e in sorted(callgrind.items(), key=lambda i: int(i[0]))
-        if isinstance(e, dict) and e.get("instructions_per_sample")
+        if isinstance(e, dict) and e.get("instructions_per_capture")
     ]
     if rows:
         lines += [
             "",
             (
                 "Instructions per capture (valgrind --tool=callgrind, inclusive cost of the "
-                "signal handler divided by the samples it took; repeatable):"
+                "signal handler divided by the signals it handled; repeatable):"
             ),
             "",
-            "| stack depth (sampled) | instructions per sample | samples |",
+            "| stack depth (sampled) | instructions per capture | signals |",
             "|---|---|---|",
         ]
         for depth, entry in rows:
             lines.append(
                 f"| {depth} ({entry['sampled_depth']}) "
-                f"| {entry['instructions_per_sample']:.0f} | {entry['signals']} |"
+                f"| {entry['instructions_per_capture']:.0f} | {entry['signals']} |"
             )
     elif callgrind.get("error"):
         lines += ["", f"callgrind: {callgrind['error'][:200]}"]
