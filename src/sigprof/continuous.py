@@ -87,6 +87,10 @@ class ChunkSession:
 
     def __init__(self) -> None:
         self._lock = os_thread_rlock()
+        # One sender at a time: a flush or the session's end returns only once
+        # a chunk another thread took to build is in the transport too (at
+        # exit the transport is closed right after).
+        self._send_lock = os_thread_rlock()
         self.profiler_id: str | None = None
         self._holders: dict[Hashable, bool] = {}
         self._linger_until: float | None = None
@@ -183,6 +187,7 @@ class ChunkSession:
         are the parent's (its sampler did not survive the fork)."""
         self._pid = os.getpid()
         self._lock = os_thread_rlock()
+        self._send_lock = os_thread_rlock()
         self.profiler_id = None
         self._holders = {}
         self._linger_until = None
@@ -251,26 +256,27 @@ class ChunkSession:
         """Builds the stashed chunks into the send queue and hands the
         transport what it can take now (with `everything`: all of it, for
         flush and the end of a session)."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-        built = [(self._build(chunk), chunk[6]) for chunk in pending]
-        with self._lock:
-            for body, dropped_samples in built:
-                self._unsent_samples_dropped += dropped_samples
-                if body is not None:
-                    self._enqueue(body)
-            transport = getattr(sentry_sdk.get_client(), "transport", None)
-            throttled = not everything and isinstance(transport, _QUEUEING_TRANSPORTS)
-            room = MAX_IN_FLIGHT - self._count_in_flight() if throttled else len(self._queue)
-            bodies = [self._dequeue() for _ in range(min(room, len(self._queue)))]
-            losses = {
-                "dropped_samples": self._unsent_samples_dropped,
-                "dropped_chunks": self._unsent_chunks_dropped,
-            }
-            if bodies:
-                self._unsent_samples_dropped = self._unsent_chunks_dropped = 0
-        for index, body in enumerate(bodies):
-            self._hand_off(with_losses(body, losses) if index == 0 else body)
+        with self._send_lock:
+            with self._lock:
+                pending, self._pending = self._pending, []
+            built = [(self._build(chunk), chunk[6]) for chunk in pending]
+            with self._lock:
+                for body, dropped_samples in built:
+                    self._unsent_samples_dropped += dropped_samples
+                    if body is not None:
+                        self._enqueue(body)
+                transport = getattr(sentry_sdk.get_client(), "transport", None)
+                throttled = not everything and isinstance(transport, _QUEUEING_TRANSPORTS)
+                room = MAX_IN_FLIGHT - self._count_in_flight() if throttled else len(self._queue)
+                bodies = [self._dequeue() for _ in range(min(room, len(self._queue)))]
+                losses = {
+                    "dropped_samples": self._unsent_samples_dropped,
+                    "dropped_chunks": self._unsent_chunks_dropped,
+                }
+                if bodies:
+                    self._unsent_samples_dropped = self._unsent_chunks_dropped = 0
+            for index, body in enumerate(bodies):
+                self._hand_off(with_losses(body, losses) if index == 0 else body)
 
     def _build(self, chunk: _PendingChunk) -> bytes | None:
         chunk_id, profiler_id, frames, stacks, samples, offset, _ = chunk

@@ -145,6 +145,38 @@ def test_flush_delivers_the_running_chunk_before_it_returns(receiver: Receiver) 
     sigprof.stop_profiler()
 
 
+def test_flush_waits_for_a_chunk_another_thread_is_building(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At exit the session's end is followed by the transport's close: a last
+    # chunk the housekeeping thread had taken to build was lost (seen with
+    # uWSGI workers). Here a thread takes the chunk and builds it slowly.
+    _init(receiver.dsn)
+    sigprof.start_profiler()
+    spin(0.3)
+    building = threading.Event()
+    original_build = continuous.ChunkSession._build
+
+    def slow_build(self: continuous.ChunkSession, chunk: Any) -> bytes | None:
+        if threading.current_thread() is not threading.main_thread():
+            building.set()
+            time.sleep(0.5)  # still building when the main thread flushes
+        return original_build(self, chunk)
+
+    monkeypatch.setattr(continuous.ChunkSession, "_build", slow_build)
+    with SESSION._lock:
+        SOURCE.collect(reset=True)  # the running chunk, stashed
+    other = threading.Thread(target=SESSION.flush)
+    other.start()
+    assert building.wait(10)
+    sentry_sdk.flush()
+    chunks = _chunks(receiver)  # the other thread's chunk is in: flush waited for it
+    other.join()
+    assert len(chunks) == 1
+    check_chunk(chunks[0])
+    sigprof.stop_profiler()
+
+
 # ---- a slow or unreachable Sentry ----
 
 
