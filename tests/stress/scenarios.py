@@ -261,7 +261,11 @@ def forked_child(index: int) -> int:
     helper.join()
     if index % 4 == 0:
         with sigprof.Sampler(frequency=MAX_FREQUENCY) as sampler:
-            spin(0.02)
+            # until a sample arrives: under valgrind (one thread runs at a
+            # time) the ticker may not run within a fixed spin
+            deadline = time.monotonic() + 30
+            while not sampler.stats()["samples"] and time.monotonic() < deadline:
+                spin(0.02)
         if not sampler.samples():
             return 99
     return 10 + index % 50

@@ -62,7 +62,9 @@ def memcheck(python: str, arguments: list[str]) -> bool:
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=1800)
     log = result.stderr
     if result.returncode != 0:
-        print(log[-5000:])
+        own_lines = "\n".join(line for line in log.splitlines() if not line.startswith("=="))
+        print(f"{log[-3000:]}\n--- the workload's own output ---\n{result.stdout[-3000:]}\n"
+              f"{own_lines[-5000:]}")
         print(f"the workload failed under valgrind (exit {result.returncode})")
         return False
     failures = []
