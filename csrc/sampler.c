@@ -161,10 +161,10 @@ static void fingerprint_pass(void *argument)
             continue; /* it cannot have run Python code: it did not take the GIL */
         }
         slot->still_idle = 0;
-        if (atomic_load_explicit(&slot->state, memory_order_acquire) == SP_SLOT_ALIVE &&
-            atomic_load_explicit(&slot->idle_state, memory_order_acquire) == SP_IDLE_REPEATING &&
-            slot->idle_fingerprint != 0) {
+        if (atomic_load_explicit(&slot->idle_state, memory_order_acquire) == SP_IDLE_REPEATING &&
+            slot->idle_fingerprint != 0 && sp_slot_begin_read(slot)) {
             slot->still_idle = sp_stack_fingerprint(slot->tstate) == slot->idle_fingerprint;
+            sp_slot_end_read(slot);
         }
     }
 }
@@ -183,6 +183,7 @@ static void mark_still_idle(uint32_t end)
     S.idle_check_valid = 1;
     while (pass.next < end) {
         if (sp_guarded_run(S.ticker_tid, fingerprint_pass, &pass) != 0) {
+            sp_slot_end_read(&S.registry.slots[pass.next]); /* the fault cut its read short */
             S.registry.slots[pass.next].still_idle = 0;
             pass.next++;
         }
@@ -273,9 +274,13 @@ static int capture_blocked(uint32_t index, sp_thread_slot *slot, int64_t tick, i
 {
     sp_record *scratch = S.blocked_scratch;
     idle_record_header(scratch, index, slot, tick, SP_RECORD_IDLE_START);
+    if (!sp_slot_begin_read(slot)) {
+        return -1; /* it has just left */
+    }
     atomic_store(&S.capturing_blocked, 1);
     walk_into(S.ticker_tid, slot->tstate, scratch);
     uint64_t fingerprint = fingerprint_of(S.ticker_tid, slot->tstate);
+    sp_slot_end_read(slot);
     int good = fingerprint != 0 && !(scratch->flags & SP_RECORD_FAULTED) &&
                sp_thread_cpu_ns(slot->tid) == cpu_ns;
     uint64_t position;

@@ -1,5 +1,7 @@
 #include "python_internal.h"
 
+#include <sched.h>
+
 #include "thread_registry.h"
 
 #include <stdlib.h>
@@ -41,6 +43,9 @@ static void sentinel_dealloc(PyObject *self)
         if (atomic_load(&slot->generation) == sentinel->generation) {
             int expected = SP_SLOT_ALIVE;
             atomic_compare_exchange_strong(&slot->state, &expected, SP_SLOT_EXITED);
+            while (atomic_load(&slot->being_read)) {
+                sched_yield(); /* the ticker's read of this thread state: microseconds */
+            }
         }
     }
     if (sentinel->altstack != NULL) {

@@ -42,6 +42,7 @@ typedef struct {
     int altstack_checked; /* written by the thread's own signal handler only */
     int name_attempts;    /* collector-private: tries left to find the thread's name */
     _Atomic int idle_state;
+    _Atomic int being_read; /* the ticker is reading this thread's state (see sp_slot_begin_read) */
     /* ticker-private */
     int64_t last_cpu_ns;
     uint64_t idle_fingerprint; /* ticker-private, set with REPEATING */
@@ -55,6 +56,23 @@ typedef struct {
     _Atomic uint64_t overflow;   /* threads not sampled: no free slot */
     uint64_t session;            /* distinguishes sentinels of earlier runs */
 } sp_thread_registry;
+
+/* The ticker reads another thread's state only between these two: a thread
+ * leaving marks its slot EXITED, then waits (in its sentinel's dealloc, before
+ * its state is freed) until no such read is in progress. Returns 0, without
+ * a read begun, when the slot is no longer ALIVE. Both sides use sequentially
+ * consistent atomics, so one of them always sees the other. */
+static inline int sp_slot_begin_read(sp_thread_slot *slot)
+{
+    atomic_store(&slot->being_read, 1);
+    if (atomic_load(&slot->state) == SP_SLOT_ALIVE) {
+        return 1;
+    }
+    atomic_store(&slot->being_read, 0);
+    return 0;
+}
+
+static inline void sp_slot_end_read(sp_thread_slot *slot) { atomic_store(&slot->being_read, 0); }
 
 int sp_registry_init(sp_thread_registry *registry, uint32_t capacity, uint64_t session);
 void sp_registry_destroy(sp_thread_registry *registry);
