@@ -9,9 +9,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Called in signal context with the cookie the signal carried. */
-/* merged: expirations of a CPU timer the kernel folded into this signal
- * (si_overrun; 0 for the ticker's queued signals). */
+/* Called in signal context with the cookie the signal carried and the
+ * expirations of a CPU timer the kernel merged into it (si_overrun; 0 for the
+ * ticker's queued signals). */
 typedef void (*sp_signal_callback)(uint64_t cookie, uint32_t merged);
 
 typedef struct {
