@@ -158,6 +158,26 @@ def _threads_in_group(group: int) -> str:
     return "\n".join(lines)
 
 
+def _wait_until_uwsgi_workers_idle(stats_port: int, requests: int) -> None:
+    """Until uWSGI's stats server shows every request closed and no worker
+    busy. A client has its answer before the worker is done with the request
+    (the WSGI iterable's close(), which finishes the Sentry transaction, comes
+    after the body is sent), and uWSGI skips Python's atexit in a worker that
+    is killed while busy (uwsgi_python_atexit)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.create_connection(("127.0.0.1", stats_port), timeout=5) as stats:
+            raw = b"".join(iter(lambda: stats.recv(65536), b""))
+        workers = json.loads(raw)["workers"]
+        if sum(w["requests"] for w in workers) >= requests and all(
+            w["status"] == "idle" for w in workers
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"uWSGI workers still busy: {workers}")
+        time.sleep(0.05)
+
+
 def _requests(port: int, count: int) -> list[dict[str, Any]]:
     # Two at a time, so that both workers serve some.
     with ThreadPoolExecutor(2) as pool:
@@ -238,8 +258,9 @@ def test_gunicorn(
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not UWSGI.exists(), reason="uwsgi is not installed (it builds from source)")
+@pytest.mark.parametrize("stop", ["graceful", "die-on-term"])
 @pytest.mark.parametrize("mode", ["transaction", "manual"])
-def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str) -> None:
+def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str, stop: str) -> None:
     """uWSGI's default: the master imports the app, then forks the processes
     (no lazy-apps) from C; the app's threads need --enable-threads. A master
     that runs threads (a manual session's sampler, sentry-sdk's own threads,
@@ -248,19 +269,32 @@ def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str) -
     threads can hold it at that instant, and the new worker waits for it
     forever as it starts (uwsgi_python_master_fixup); the master then waits
     for that worker at shutdown. --py-call-osafterfork comes too late for that
-    wait: seen 1 run in 15 with it, 0 in 45 with the hooks."""
+    wait: seen 1 run in 15 with it, 0 in 45 with the hooks.
+
+    SIGTERM stops the server gracefully (workers finish their requests first)
+    or, with --die-on-term, at once: then uWSGI skips Python's atexit in a
+    worker still busy with a request, and its last transaction and unsent
+    chunk are lost (1 run in 2 here with sentry-sdk 2.22). That case waits
+    until every worker is idle before the stop."""
     (tmp_path / "prefork_app.py").write_text(APP)
-    port = _free_port()
+    port, stats_port = _free_port(), _free_port()
     env = {**os.environ, "PREFORK_MODE": mode, "PREFORK_DSN": receiver.dsn}
     command = [
         str(UWSGI), "--master", "--processes", "2", "--enable-threads",
         "--http-socket", f"127.0.0.1:{port}", "--chdir", str(tmp_path),
-        "--module", "prefork_app:application", "--home", sys.prefix, "--die-on-term",
+        "--module", "prefork_app:application", "--home", sys.prefix,
+        "--py-call-uwsgi-fork-hooks", "--stats", f"127.0.0.1:{stats_port}",
     ]
-    server = _serve([*command, "--py-call-uwsgi-fork-hooks"], port, env)
+    if stop == "graceful":
+        command += ["--hook-master-start", "unix_signal:15 gracefully_kill_them_all"]
+    else:
+        command.append("--die-on-term")
+    server = _serve(command, port, env)
     try:
         answers = _requests(port, 8)
         master_threads = _sampler_threads(server.pid)
+        if stop == "die-on-term":
+            _wait_until_uwsgi_workers_idle(stats_port, requests=8)
     finally:
         output, stopped = _stop(server)
     assert stopped and server.returncode == 0, output
