@@ -9,14 +9,18 @@ samples: no re-indexing, no per-frame work beyond the epoch's new frames.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import sentry_sdk
 from sentry_sdk.consts import VERSION
 from sentry_sdk.envelope import Envelope, Item, PayloadRef
+from sentry_sdk.worker import BackgroundWorker
 
+from sigprof.housekeeping import block_process_signals
 from sigprof.sample_source import RawSample
 from sigprof.sentry_frames import SentryFrame, json_text, mark_in_app
 
@@ -208,18 +212,35 @@ def send_envelope(envelope: Envelope) -> bool:
 
 
 def prepare_transport() -> None:
-    """Starts the transport's worker thread now if it has not started yet.
+    """Starts the transport's worker thread now if it has not started yet,
+    and keeps process-directed signals off it. (Best effort: private API.)
 
     The last chunk is sent when the interpreter exits. sentry-sdk's worker
     thread starts on the first envelope, and Python 3.12.0-3.12.x refuse new
     threads even in `threading` exit hooks; a process that sent nothing
-    before exiting would lose its only chunk. (Best effort: private API.)
+    before exiting would lose its only chunk. And a server's C handler that
+    exits, run on that thread (uWSGI's graceful stop of a worker: seen here
+    about 1 run in 40), leaves nobody to send what is queued: the worker's
+    last transaction and chunk were lost.
     """
     transport = getattr(sentry_sdk.get_client(), "transport", None)
     worker = getattr(transport, "_worker", None)
-    ensure = getattr(worker, "_ensure_thread", None)
-    if callable(ensure):
-        ensure()
+    if not isinstance(worker, BackgroundWorker):
+        return
+    worker._ensure_thread()
+    if getattr(worker, "_thread", None) not in _signal_blocking_threads:
+        # Runs on the worker thread, in its queue's order.
+        worker.submit(_block_process_signals_here)
+
+
+# The transport worker threads that block process signals (thread idents
+# are reused, thread objects are not).
+_signal_blocking_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+def _block_process_signals_here() -> None:
+    block_process_signals()
+    _signal_blocking_threads.add(threading.current_thread())
 
 
 def client_options() -> tuple[dict[str, Any] | None, bool]:

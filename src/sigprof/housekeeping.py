@@ -9,12 +9,13 @@ not depend on that. So this thread is started with the original
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, Callable
 
-# Stay deliverable on the housekeeping thread: faults (they cannot wait) and
-# SIGPROF (the thread is sampled like any other).
+# Stay deliverable on threads that block process-directed signals: faults
+# (they cannot wait) and SIGPROF (the thread is sampled like any other).
 _KEPT_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP,
                  signal.SIGSYS, signal.SIGPROF}
 
@@ -38,6 +39,18 @@ def _original(module: str, name: str) -> Any:
         except ImportError:  # pragma: no cover - gevent without monkey
             pass
     return getattr(__import__(module), name)
+
+
+def block_process_signals() -> None:
+    """Process-directed signals then go to another thread of the process.
+    A host's C handler that exits or takes locks (uWSGI's workers call exit()
+    in theirs) must not run on a thread that holds sigprof's locks or has the
+    last envelopes to send. Python-level handlers run on the main thread
+    anyway. Never on the main thread itself, where a green thread of gevent or
+    eventlet runs: the program would no longer get its signals."""
+    if _original("_thread", "get_native_id")() == os.getpid():
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _KEPT_SIGNALS)
 
 
 def os_thread_rlock() -> Any:
@@ -81,11 +94,7 @@ class HousekeepingThread:
             pass
 
     def _run(self) -> None:
-        # Signals sent to the process then go to another thread: a host's C
-        # handler that exits or takes locks (uWSGI's workers call exit() in
-        # theirs) must not run here while this thread holds sigprof's locks.
-        # Python-level handlers run on the main thread anyway.
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - _KEPT_SIGNALS)
+        block_process_signals()
         while True:
             try:
                 pause = self._task()

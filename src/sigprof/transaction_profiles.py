@@ -21,6 +21,7 @@ from typing import Any
 from sentry_sdk.profiler import transaction_profiler as sdk_profiler
 from sentry_sdk.utils import logger, nanosecond_time
 
+from sigprof.envelopes import prepare_transport
 from sigprof.sample_source import SOURCE, EpochTables, RawSample
 from sigprof.sampler import Frame
 from sigprof.sentry_frames import FrameConverter
@@ -87,6 +88,7 @@ class NativeProfile(sdk_profiler.Profile):
     def register(self) -> None:
         if SOURCE.acquire(self):
             self._registered = True
+            prepare_transport()
 
     def feed(self, samples: list[RawSample], tables: EpochTables) -> None:
         if not self.active and not self.stop_ns:

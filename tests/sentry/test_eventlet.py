@@ -6,6 +6,7 @@ see no EINTR, and the chunks reach the receiver and are accepted."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ APP = textwrap.dedent(
     import eventlet
     eventlet.monkey_patch()
 
-    import json, socket, sys, time
+    import json, os, socket, sys, time
     import sentry_sdk
     import sigprof
     from eventlet.patcher import original
@@ -75,11 +76,14 @@ APP = textwrap.dedent(
         rounds = sum(client.wait() for client in clients)
     sentry_sdk.profiler.stop_profiler()
     sentry_sdk.flush()
+    with open(f"/proc/self/task/{os.getpid()}/status") as status:
+        main_blocked = next(line.split()[1] for line in status if line.startswith("SigBlk:"))
     print(json.dumps({
         "main": original("_thread").get_ident(),
         "drained_while_green_thread_hogged": drained_while_hogged,
         "idle": [idle_start, idle_end],
         "rounds": rounds,
+        "main_blocked_signals": int(main_blocked, 16),
     }))
     """
 )
@@ -100,6 +104,9 @@ def test_eventlet_monkey_patched_app(receiver: Receiver, tmp_path: Path) -> None
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["drained_while_green_thread_hogged"]
     assert facts["rounds"] == 8 * 400  # no green socket call failed
+    # sentry-sdk's worker, a green thread on the main thread, left its signals alone
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        assert not facts["main_blocked_signals"] >> (number - 1) & 1, number
     receiver.wait_for(
         lambda r: bool(r.payloads("transaction")) and bool(r.payloads("profile_chunk"))
     )

@@ -4,6 +4,7 @@ sigprof's runs as a greenlet (its housekeeping is a real OS thread)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ APP = textwrap.dedent(
     from gevent import monkey
     monkey.patch_all()
 
-    import json, sys, threading, time
+    import json, os, sys, threading, time
     import gevent
     import sentry_sdk
     import sigprof
@@ -43,10 +44,13 @@ APP = textwrap.dedent(
         gevent.joinall([gevent.spawn(gevent.sleep, 0.05) for _ in range(10)])
     sentry_sdk.profiler.stop_profiler()
     sentry_sdk.flush()
+    with open(f"/proc/self/task/{os.getpid()}/status") as status:
+        main_blocked = next(line.split()[1] for line in status if line.startswith("SigBlk:"))
     print(json.dumps({
         # the OS thread's ident (threading.get_ident() is patched to greenlets)
         "main": monkey.get_original("_thread", "get_ident")(),
         "drained_while_greenlet_hogged": drained_during > drained_before,
+        "main_blocked_signals": int(main_blocked, 16),
     }))
     """
 )
@@ -64,6 +68,9 @@ def test_gevent_monkey_patched_app(receiver: Receiver, tmp_path: Path) -> None:
     )
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["drained_while_greenlet_hogged"]
+    # sentry-sdk's worker, a green thread on the main thread, left its signals alone
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        assert not facts["main_blocked_signals"] >> (number - 1) & 1, number
     receiver.wait_for(
         lambda r: bool(r.payloads("transaction")) and bool(r.payloads("profile_chunk"))
     )

@@ -298,3 +298,37 @@ def test_unreachable_sentry_keeps_memory_bounded_then_chunks_arrive(
         SESSION.end()
         sentry_sdk.get_client().close(timeout=10)
         receiver.close()
+
+
+def _blocked_signals(native_id: int) -> set[int]:
+    with open(f"/proc/self/task/{native_id}/status") as status:
+        for line in status:
+            if line.startswith("SigBlk:"):
+                mask = int(line.split()[1], 16)
+                return {number for number in range(1, 65) if mask >> (number - 1) & 1}
+    raise AssertionError("no SigBlk")
+
+
+@pytest.mark.parametrize("kind", ["continuous", "transaction"])
+def test_process_signals_stay_off_the_transport_thread(receiver: Receiver, kind: str) -> None:
+    """A server's C handler that exits (uWSGI's graceful stop of a worker),
+    run on sentry-sdk's worker thread, leaves nobody to send what is queued:
+    the thread blocks process-directed signals once profiling starts. Faults
+    and SIGPROF stay deliverable; the main thread blocks nothing new."""
+    import signal
+
+    if kind == "continuous":
+        sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
+        sentry_sdk.profiler.start_profiler()
+    else:
+        sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=1.0)
+        with sentry_sdk.start_transaction(name="work"):
+            spin(0.1)
+    sentry_sdk.flush()  # the worker thread has run what was queued before
+    worker = sentry_sdk.get_client().transport._worker  # type: ignore[union-attr]
+    blocked = _blocked_signals(worker._thread.native_id)
+    assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1} <= blocked
+    assert not blocked & {signal.SIGSEGV, signal.SIGBUS, signal.SIGPROF}
+    assert signal.SIGHUP not in _blocked_signals(threading.get_native_id())
+    if kind == "continuous":
+        sentry_sdk.profiler.stop_profiler()
