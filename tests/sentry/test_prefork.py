@@ -277,7 +277,9 @@ def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str, s
     chunk are lost (1 run in 2 here with sentry-sdk 2.22). That case waits
     until every worker is idle before the stop."""
     (tmp_path / "prefork_app.py").write_text(APP)
-    port, stats_port = _free_port(), _free_port()
+    port = stats_port = _free_port()
+    while stats_port == port:  # both probes are closed: the OS may hand one out twice
+        stats_port = _free_port()
     env = {**os.environ, "PREFORK_MODE": mode, "PREFORK_DSN": receiver.dsn}
     command = [
         str(UWSGI), "--master", "--processes", "2", "--enable-threads",
