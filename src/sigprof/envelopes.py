@@ -220,7 +220,7 @@ def prepare_transport() -> None:
     threads even in `threading` exit hooks; a process that sent nothing
     before exiting would lose its only chunk. And a server's C handler that
     exits, run on that thread (uWSGI's graceful stop of a worker: seen here
-    about 1 run in 40), leaves nobody to send what is queued: the worker's
+    about 1 run in 50), leaves nobody to send what is queued: the worker's
     last transaction and chunk were lost.
     """
     transport = getattr(sentry_sdk.get_client(), "transport", None)
