@@ -225,10 +225,10 @@ def prepare_transport() -> None:
     """
     transport = getattr(sentry_sdk.get_client(), "transport", None)
     worker = getattr(transport, "_worker", None)
-    if not isinstance(worker, BackgroundWorker):
-        return
-    worker._ensure_thread()
-    if getattr(worker, "_thread", None) not in _signal_blocking_threads:
+    ensure = getattr(worker, "_ensure_thread", None)
+    if callable(ensure):
+        ensure()
+    if isinstance(worker, BackgroundWorker) and worker._thread not in _signal_blocking_threads:
         # Runs on the worker thread, in its queue's order.
         worker.submit(_block_process_signals_here)
 

@@ -6,6 +6,7 @@ transport to a receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
 import time
@@ -328,8 +329,6 @@ def test_process_signals_stay_off_the_transport_thread(receiver: Receiver, kind:
     run on sentry-sdk's worker thread, leaves nobody to send what is queued:
     the thread blocks process-directed signals once profiling starts. Faults
     and SIGPROF stay deliverable; the main thread blocks nothing new."""
-    import signal
-
     if kind == "continuous":
         sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profile_session_sample_rate=1.0)
         sentry_sdk.profiler.start_profiler()
