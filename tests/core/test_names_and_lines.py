@@ -80,11 +80,17 @@ def test_caller_named_by_qualname_with_spin_line(sampler_factory, label, call, q
     with sampler:
         call()
     me = threading.get_ident()
-    stacks = [s.frames for s in sampler.samples() if s.thread_id == me]
-    spinning = [frames for frames in stacks if frames and frames[0].function == "spin"]
-    assert len(spinning) >= 0.5 * SPIN * 200, (label, len(spinning), len(stacks))
+    mine = [s for s in sampler.samples() if s.thread_id == me]
+    in_spin = [s for s in mine if s.frames and s.frames[0].function == "spin"]
+    spinning = [s.frames for s in in_spin]
+    assert len(spinning) >= 0.5 * SPIN * 200, (label, len(spinning), len(mine))
+    # The loop's line; a signal landing in the final thread_time() call on the
+    # return line, after the loop (seen once in CI, 3.9), is right too.
+    lines = [(s.timestamp_ns, s.frames[0].lineno) for s in in_spin]
+    assert {line for _, line in lines} <= {SPIN_LINE, SPIN_LINE + 1}, lines
+    last_in_loop = max(t for t, line in lines if line == SPIN_LINE)
+    assert all(t > last_in_loop for t, line in lines if line != SPIN_LINE), lines
     for frames in spinning:
-        assert frames[0].lineno == SPIN_LINE
         assert frames[0].module == "tests.core.workloads"
         assert frames[0].filename.endswith("workloads.py")
     callers = {frames[1].function for frames in spinning}
