@@ -12,23 +12,34 @@
  * from crashing. */
 #define SP_MISALIGNED(pointer) (((uintptr_t)(pointer) & (_Alignof(void *) - 1)) != 0)
 
+/* CPython's Py_TYPE, Py_SIZE and _PyFrame_IsIncomplete are inline functions
+ * that compilers do not inline into functions with other sanitizer
+ * attributes: the walkers read those fields themselves. */
+SP_READS_CHANGING_MEMORY
+static inline int is_code_object(const void *object)
+{
+    return ((const PyObject *)object)->ob_type == &PyCode_Type;
+}
+
 #if PY_VERSION_HEX >= 0x030B0000
 
+SP_READS_CHANGING_MEMORY
 static inline PyCodeObject *frame_code(_PyInterpreterFrame *frame)
 {
 #if PY_VERSION_HEX >= 0x030D0000
     PyObject *executable = frame->f_executable;
-    if (executable == NULL || SP_MISALIGNED(executable) || Py_TYPE(executable) != &PyCode_Type) {
+    if (executable == NULL || SP_MISALIGNED(executable) || !is_code_object(executable)) {
         return NULL; /* shim frames carry None, not code */
     }
     return (PyCodeObject *)executable;
 #else
     PyCodeObject *code = frame->f_code;
-    return code != NULL && !SP_MISALIGNED(code) && Py_TYPE(code) == &PyCode_Type ? code : NULL;
+    return code != NULL && !SP_MISALIGNED(code) && is_code_object(code) ? code : NULL;
 #endif
 }
 
 /* Frames that are not (yet) a Python function running: skip, never name. */
+SP_READS_CHANGING_MEMORY
 static inline int frame_is_skipped(_PyInterpreterFrame *frame, PyCodeObject *code)
 {
     if (code == NULL) {
@@ -38,11 +49,13 @@ static inline int frame_is_skipped(_PyInterpreterFrame *frame, PyCodeObject *cod
     /* 3.12+: entry shims. A freshly pushed frame may point one code unit
      * before its first instruction: it is a real frame, keep it. */
     return frame->owner == FRAME_OWNED_BY_CSTACK;
-#else
-    return _PyFrame_IsIncomplete(frame);
+#else /* 3.11: _PyFrame_IsIncomplete */
+    return frame->owner != FRAME_OWNED_BY_GENERATOR &&
+           frame->prev_instr < _PyCode_CODE(code) + code->_co_firsttraceable;
 #endif
 }
 
+SP_READS_CHANGING_MEMORY
 static inline int32_t frame_instr_offset(_PyInterpreterFrame *frame, PyCodeObject *code)
 {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -51,12 +64,13 @@ static inline int32_t frame_instr_offset(_PyInterpreterFrame *frame, PyCodeObjec
     _Py_CODEUNIT *instr = frame->prev_instr;
 #endif
     intptr_t units = instr - _PyCode_CODE(code);
-    if (units < 0 || units > (intptr_t)Py_SIZE(code)) {
+    if (units < 0 || units > (intptr_t)((PyVarObject *)code)->ob_size) {
         return -1;
     }
     return (int32_t)(units * (intptr_t)sizeof(_Py_CODEUNIT));
 }
 
+SP_READS_CHANGING_MEMORY
 static inline _PyInterpreterFrame *leaf_frame(PyThreadState *tstate)
 {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -67,6 +81,7 @@ static inline _PyInterpreterFrame *leaf_frame(PyThreadState *tstate)
 #endif
 }
 
+SP_READS_CHANGING_MEMORY
 void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
 {
     uint32_t depth = 0;
@@ -101,6 +116,7 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
     record->depth = depth;
 }
 
+SP_READS_CHANGING_MEMORY
 uint64_t sp_stack_fingerprint(struct _ts *tstate)
 {
     _PyInterpreterFrame *frame = leaf_frame(tstate);
@@ -120,6 +136,7 @@ uint64_t sp_stack_fingerprint(struct _ts *tstate)
 
 #else /* 3.9 and 3.10: a linked list of frame objects */
 
+SP_READS_CHANGING_MEMORY
 void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
 {
     uint32_t depth = 0;
@@ -131,7 +148,7 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
             break;
         }
         PyCodeObject *code = frame->f_code;
-        if (code != NULL && (SP_MISALIGNED(code) || Py_TYPE(code) != &PyCode_Type)) {
+        if (code != NULL && (SP_MISALIGNED(code) || !is_code_object(code))) {
             code = NULL; /* not a live code object: skip, never name */
         }
         if (depth == max_depth) {
@@ -161,6 +178,7 @@ void sp_walk_stack(struct _ts *tstate, sp_record *record, uint32_t max_depth)
     record->depth = depth;
 }
 
+SP_READS_CHANGING_MEMORY
 uint64_t sp_stack_fingerprint(struct _ts *tstate)
 {
     PyFrameObject *frame = tstate->frame;

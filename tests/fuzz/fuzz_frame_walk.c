@@ -6,7 +6,9 @@
  * the PROT_NONE pages on either side of it, or to a low unmapped address
  * (aligned or not): the walker reads what a torn or freed frame could hold,
  * and reads that fault go to the real fault guard (sp_guarded_run), as in the
- * signal handler. Any other bad read is AddressSanitizer's to report. No
+ * signal handler. The walkers are not instrumented by AddressSanitizer (they
+ * read changing memory by design: csrc/frame_walk.h); UndefinedBehaviorSanitizer
+ * checks them, and the invariants below check what they write. No
  * interpreter runs: the walker only compares type pointers with &PyCode_Type.
  *
  * Invariants: the walk ends (libFuzzer's -timeout); at most max_depth frames

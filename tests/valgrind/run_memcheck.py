@@ -2,7 +2,9 @@
 read or write, any use of uninitialised memory, or any definite leak whose
 stack passes through sigprof's code. CPython's own exit-time leaks (it does
 not free everything at exit) are suppressed where cpython.supp names them and
-reported in the count, not failed on, otherwise.
+reported in the count, not failed on, otherwise. The frame walkers' reads of
+memory the program may be changing are suppressed where frame_walkers.supp
+names the walker (csrc/frame_walk.h says why).
 
 The workloads: workload.py, then the stress scenarios (tests/stress), short:
 a soak writing local chunk files, thread churn in both clocks, and forks
@@ -20,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 WORKLOAD = Path(__file__).with_name("workload.py")
-SUPPRESSIONS = Path(__file__).with_name("cpython.supp")
+SUPPRESSIONS = [Path(__file__).with_name(name) for name in ("cpython.supp", "frame_walkers.supp")]
 SCENARIOS = Path(__file__).parent.parent / "stress" / "scenarios.py"
 OURS = re.compile(r"csrc/|_native\.|sigprof")
 SERIOUS = ("Invalid read", "Invalid write", "Invalid free", "uninitialised",
@@ -57,7 +59,7 @@ def memcheck(python: str, arguments: list[str]) -> bool:
     env = dict(os.environ, PYTHONMALLOC="malloc")
     command = ["valgrind", "--tool=memcheck", "--leak-check=full",
                "--show-leak-kinds=definite", "--num-callers=40", "--track-origins=no",
-               f"--suppressions={SUPPRESSIONS}", python, *arguments]
+               *(f"--suppressions={path}" for path in SUPPRESSIONS), python, *arguments]
     print("$", " ".join(command), flush=True)
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=1800)
     log = result.stderr
