@@ -17,11 +17,7 @@ struct _ts;
  * cannot tell them from bugs, so it does not instrument the walkers
  * (UndefinedBehaviorSanitizer still does); tests/valgrind suppresses the
  * same reads by function name. */
-#if defined(__GNUC__) || defined(__clang__)
 #define SP_READS_CHANGING_MEMORY __attribute__((no_sanitize_address))
-#else
-#define SP_READS_CHANGING_MEMORY
-#endif
 
 /* Fills record->frames (leaf first, at most max_depth) and record->depth;
  * sets SP_RECORD_TRUNCATED when frames beyond max_depth exist: the leaf side
