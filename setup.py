@@ -1,6 +1,9 @@
 """Build the native core (csrc/, a static library compiled with strict warnings)
 and the one Cython bridge module that exposes it (src/sigprof/_native.pyx)."""
 
+from __future__ import annotations
+
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -9,13 +12,30 @@ from glob import glob
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+
+def native_skip_reason() -> str | None:
+    """Why this install gets the pure-Python package, or None to build the core.
+
+    The range of interpreters lives in src/sigprof/_native_support.py, which
+    native_unavailable_reason() reads at run time too. Everywhere else
+    (Windows, macOS, PyPy, free-threaded or newer CPython) the package still
+    installs: it imports, native_unavailable_reason() says why, and the Sentry
+    layer falls back to sentry-sdk's own profiler. Never a build failure.
+    """
+    if os.environ.get("SIGPROF_NO_NATIVE") == "1":
+        return "SIGPROF_NO_NATIVE=1"
+    spec = importlib.util.spec_from_file_location(
+        "_native_support", os.path.join("src", "sigprof", "_native_support.py")
+    )
+    assert spec is not None and spec.loader is not None
+    support = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(support)
+    reason: str | None = support.this_interpreter_unsupported_reason()
+    return reason
+
+
 STRICT = os.environ.get("SIGPROF_WERROR") == "1"
 SANITIZE = os.environ.get("SIGPROF_SANITIZE", "")  # e.g. "address,undefined"
-# The core is POSIX C (signals, pthreads, C11 atomics) and samples on Linux only;
-# MSVC cannot build it. On Windows, or with SIGPROF_NO_NATIVE=1, the package is
-# pure Python: it imports, sigprof.native_unavailable_reason() says why, and the
-# Sentry layer falls back to sentry-sdk's own profiler.
-NATIVE = sys.platform != "win32" and os.environ.get("SIGPROF_NO_NATIVE") != "1"
 
 core_cflags = ["-fPIC", "-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-fno-strict-aliasing"]
 if STRICT:
@@ -41,13 +61,14 @@ bridge = Extension(
     "sigprof._native",
     sources=["src/sigprof/_native.pyx"],
     include_dirs=["csrc"],
-    libraries=["sigprof_core"] + (["rt"] if sys.platform.startswith("linux") else []),
+    libraries=["sigprof_core", "rt"],
     extra_compile_args=["-O2", "-g"] + ([f"-fsanitize={SANITIZE}"] if SANITIZE else []),
     extra_link_args=link_args,
     depends=sorted(glob("csrc/*.h")),
 )
 
-if NATIVE:
+skip_reason = native_skip_reason()
+if skip_reason is None:
     setup(
         # A sanitized build keeps its objects apart: setuptools reuses what is
         # in build/ by timestamp, not by flags, so it would otherwise link the
@@ -61,4 +82,5 @@ if NATIVE:
         ),
     )
 else:
+    print(f"sigprof: installing without the native core: {skip_reason}", file=sys.stderr)
     setup()

@@ -26,8 +26,14 @@ static inline int is_code_object(const void *object)
 SP_READS_CHANGING_MEMORY
 static inline PyCodeObject *frame_code(_PyInterpreterFrame *frame)
 {
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+: a tagged stack reference; its low bit marks a reference that
+     * owns no count. Other tag bits leave the pointer misaligned: not code. */
+    PyObject *executable = (PyObject *)(frame->f_executable.bits & ~(uintptr_t)Py_TAG_REFCNT);
+#elif PY_VERSION_HEX >= 0x030D0000
     PyObject *executable = frame->f_executable;
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
     if (executable == NULL || SP_MISALIGNED(executable) || !is_code_object(executable)) {
         return NULL; /* shim frames carry None, not code */
     }
@@ -46,9 +52,12 @@ static inline int frame_is_skipped(_PyInterpreterFrame *frame, PyCodeObject *cod
         return 1;
     }
 #if PY_VERSION_HEX >= 0x030C0000
-    /* 3.12+: entry shims. A freshly pushed frame may point one code unit
-     * before its first instruction: it is a real frame, keep it. */
-    return frame->owner == FRAME_OWNED_BY_CSTACK;
+    /* 3.12+: owners past the frame object's are entry frames (3.12 and 3.13:
+     * FRAME_OWNED_BY_CSTACK; 3.14+: FRAME_OWNED_BY_INTERPRETER, and 3.14's
+     * FRAME_OWNED_BY_CSTACK after it); any other value is a torn frame. A
+     * freshly pushed frame may point one code unit before its first
+     * instruction: it is a real frame, keep it. */
+    return (unsigned char)frame->owner > FRAME_OWNED_BY_FRAME_OBJECT;
 #else /* 3.11: _PyFrame_IsIncomplete */
     return frame->owner != FRAME_OWNED_BY_GENERATOR &&
            frame->prev_instr < _PyCode_CODE(code) + code->_co_firsttraceable;

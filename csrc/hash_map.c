@@ -107,3 +107,9 @@ void sp_map_remove(sp_u64_map *map, uint64_t key)
     map->count--;
 }
 
+void sp_map_clear(sp_u64_map *map)
+{
+    memset(map->keys, 0, map->capacity * sizeof(uint64_t));
+    memset(map->values, 0, map->capacity * sizeof(uint64_t));
+    map->count = 0;
+}

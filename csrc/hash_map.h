@@ -21,5 +21,7 @@ void sp_map_free(sp_u64_map *map);
 uint64_t sp_map_get(const sp_u64_map *map, uint64_t key);
 int sp_map_put(sp_u64_map *map, uint64_t key, uint64_t value);
 void sp_map_remove(sp_u64_map *map, uint64_t key);
+/* Empties the map, keeping its capacity. */
+void sp_map_clear(sp_u64_map *map);
 
 #endif

@@ -91,9 +91,20 @@ static int32_t line_for(PyCodeObject *code, int32_t instr_offset)
     /* PyCode_Addr2Line requires an offset within the code: 3.11 indexes its
      * line array with it unchecked (a crash, found by tests/fuzz), 3.9 answers
      * the last line. A stale frame can give any offset: name the def line. */
-    int line = instr_offset < 0 || instr_offset >= code_bytes || !linetable_is_safe(code)
-                   ? -1
-                   : PyCode_Addr2Line(code, instr_offset);
+    if (instr_offset < 0 || instr_offset >= code_bytes || !linetable_is_safe(code)) {
+        return code->co_firstlineno;
+    }
+#if PY_VERSION_HEX >= 0x030E0000
+    /* 3.14+: once a code object has been instrumented (sys.settrace,
+     * sys.monitoring: coverage, debuggers), PyCode_Addr2Line answers from
+     * per-instruction data, -1 inside an instruction's cache entries; the
+     * location call reads the line table itself, as co_lines() does (found
+     * by tests/fuzz). */
+    int line, end_line, column, end_column;
+    PyCode_Addr2Location(code, instr_offset, &line, &end_line, &column, &end_column);
+#else
+    int line = PyCode_Addr2Line(code, instr_offset);
+#endif
     return line > 0 ? line : code->co_firstlineno;
 }
 
@@ -201,6 +212,64 @@ static int64_t intern_stack(sp_resolver *r, const int32_t *ids, uint32_t length)
     return (int64_t)id;
 }
 
+/* ---- whole records ---- */
+
+static uint64_t hash_record(const sp_frame_ref *frames, uint32_t depth, uint32_t flags)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ depth ^ ((uint64_t)flags << 32);
+    for (uint32_t i = 0; i < depth; i++) {
+        h = sp_mix64(h ^ (uint64_t)(uintptr_t)frames[i].code ^
+                     ((uint64_t)(uint32_t)frames[i].instr_offset << 32) ^
+                     (uint64_t)(uint32_t)frames[i].first_lineno);
+    }
+    return h ? h : 1; /* 0 marks an empty slot of the map */
+}
+
+static int64_t raw_stack_lookup(const sp_resolver *r, uint64_t key, const sp_frame_ref *frames,
+                                uint32_t depth, uint32_t flags)
+{
+    uint64_t found = sp_map_get(&r->raw_ids, key);
+    if (!found) {
+        return -1;
+    }
+    const struct sp_raw_stack *raw = &r->raw_stacks[found - 1];
+    if (raw->length != depth || raw->flags != flags ||
+        (depth > 0 && memcmp(&r->raw_frames[raw->offset], frames, depth * sizeof(sp_frame_ref)) != 0)) {
+        return -1; /* another record with the same hash: resolved frame by frame */
+    }
+    return raw->stack_id;
+}
+
+/* Out of memory here only means the next repeat is resolved frame by frame. */
+static void raw_stack_remember(sp_resolver *r, uint64_t key, const sp_frame_ref *frames,
+                               uint32_t depth, uint32_t flags, int64_t stack_id)
+{
+    if (sp_map_get(&r->raw_ids, key) ||
+        reserve((void **)&r->raw_stacks, &r->raw_capacity, r->raw_count + 1,
+                sizeof(struct sp_raw_stack)) ||
+        reserve((void **)&r->raw_frames, &r->raw_frames_capacity, r->raw_frames_count + depth,
+                sizeof(sp_frame_ref)) ||
+        sp_map_put(&r->raw_ids, key, r->raw_count + 1) != 0) {
+        return;
+    }
+    struct sp_raw_stack *raw = &r->raw_stacks[r->raw_count++];
+    raw->offset = r->raw_frames_count;
+    raw->length = depth;
+    raw->flags = flags;
+    raw->stack_id = (int32_t)stack_id;
+    if (depth > 0) {
+        memcpy(&r->raw_frames[r->raw_frames_count], frames, depth * sizeof(sp_frame_ref));
+        r->raw_frames_count += depth;
+    }
+}
+
+static void raw_stacks_forget(sp_resolver *r)
+{
+    sp_map_clear(&r->raw_ids);
+    r->raw_count = 0;
+    r->raw_frames_count = 0;
+}
+
 static int64_t intern_record(sp_resolver *r, const sp_record *record)
 {
     uint32_t length = 0;
@@ -218,6 +287,13 @@ static int64_t intern_record(sp_resolver *r, const sp_record *record)
      * past scratch (found by tests/fuzz). */
     uint32_t depth = record->depth < (uint32_t)r->scratch_capacity ? record->depth
                                                                     : (uint32_t)r->scratch_capacity - 1;
+    uint32_t flags = record->flags & SP_RECORD_TRUNCATED;
+    uint64_t key = hash_record(record->frames, depth, flags);
+    int64_t known = raw_stack_lookup(r, key, record->frames, depth, flags);
+    if (known >= 0) {
+        return known;
+    }
+    uint64_t unresolved_before = r->unresolved_frames;
     for (uint32_t i = 0; i < depth; i++) {
         int64_t frame = intern_frame(r, &record->frames[i]);
         if (frame < 0) {
@@ -232,7 +308,13 @@ static int64_t intern_record(sp_resolver *r, const sp_record *record)
         }
         r->scratch[length++] = (int32_t)frame;
     }
-    return intern_stack(r, r->scratch, length);
+    int64_t stack = intern_stack(r, r->scratch, length);
+    /* A frame that did not resolve may resolve the next time (and is
+     * counted each time): such a record is not remembered. */
+    if (stack >= 0 && r->unresolved_frames == unresolved_before) {
+        raw_stack_remember(r, key, record->frames, depth, flags, stack);
+    }
+    return stack;
 }
 
 /* ---- samples ---- */
@@ -259,12 +341,80 @@ static int emit(sp_resolver *r, int64_t timestamp_ns, uint64_t ident, int64_t st
     return 0;
 }
 
-static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, int64_t until_tick, int64_t base_ns,
-                       int64_t interval_ns)
+/* The thread's last sample in this registry slot, forgotten when the slot
+ * carries another thread. */
+static sp_last_sample *last_sample_of(sp_resolver *r, const sp_record *record)
+{
+    if (record->slot >= r->slot_count) {
+        return NULL;
+    }
+    sp_last_sample *last = &r->last_sample[record->slot];
+    if (last->thread_ident != record->thread_ident) {
+        last->thread_ident = record->thread_ident;
+        last->timestamp_ns = INT64_MIN;
+        last->stack_id = -1;
+    }
+    return last;
+}
+
+/* `count` samples, the last at `now` with `stack_id`, the others evenly back
+ * to `since` (exclusive). With a `previous_stack` (the stack of the sample at
+ * `since`; -1: none), each earlier sample takes the stack of the nearer of
+ * the two, a tie going to the earlier: the stack changed somewhere in the
+ * gap, and code that ran after it must not be dated before it by more than
+ * half the gap. */
+static int emit_spread(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t previous_stack,
+                       int64_t since, int64_t now, uint32_t count)
+{
+    int64_t step = (now - since) / (int64_t)count;
+    for (uint32_t i = count - 1; i > 0; i--) {
+        int64_t timestamp = now - (int64_t)i * step;
+        int nearer_previous = previous_stack >= 0 && timestamp - since <= now - timestamp;
+        if (emit(r, timestamp, ident, nearer_previous ? previous_stack : stack_id) != 0) {
+            return -1;
+        }
+    }
+    return emit(r, now, ident, stack_id);
+}
+
+/* The wall clock owes a thread one sample per interval of wall time. When a
+ * sample at `now` follows the thread's last one by more than an interval
+ * (it was runnable but not running, or it blocked and the slow pass read it
+ * later), the ticks in between are filled: the thread's stack only changes
+ * while it runs, and it ran less than one interval of CPU time in that gap
+ * without a timer sample. A blocked thread's stack takes the whole gap; a
+ * signal's shares it with the last sample's (emit_spread). At least
+ * `at_least` samples. */
+static uint32_t samples_owed(const sp_last_sample *last, int64_t now, int64_t interval_ns,
+                             uint32_t at_least, int fill_gaps, int64_t *since)
+{
+    *since = now - (int64_t)at_least * interval_ns;
+    if (last == NULL || last->timestamp_ns == INT64_MIN || last->timestamp_ns >= now) {
+        return at_least;
+    }
+    if (!fill_gaps) {
+        /* squeezed to stay after the thread's previous sample */
+        if (last->timestamp_ns > *since) {
+            *since = last->timestamp_ns;
+        }
+        return at_least;
+    }
+    int64_t owed = (now - last->timestamp_ns + interval_ns / 2) / interval_ns;
+    *since = last->timestamp_ns;
+    return owed < 1 ? 1 : owed > SP_MAX_MERGED + 1 ? SP_MAX_MERGED + 1 : (uint32_t)owed;
+}
+
+static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, sp_last_sample *last, int64_t until_tick,
+                       int64_t base_ns, int64_t interval_ns)
 {
     for (; idle->next_tick <= until_tick; idle->next_tick++) {
-        if (emit(r, base_ns + idle->next_tick * interval_ns, idle->thread_ident, idle->stack_id)) {
+        int64_t timestamp = base_ns + idle->next_tick * interval_ns;
+        if (emit(r, timestamp, idle->thread_ident, idle->stack_id)) {
             return -1;
+        }
+        if (last != NULL && last->thread_ident == idle->thread_ident) {
+            last->timestamp_ns = timestamp;
+            last->stack_id = idle->stack_id;
         }
     }
     return 0;
@@ -274,49 +424,71 @@ static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, int64_t until_tick,
  * stands for merged + 1 samples of its stack: without them the cpu clock
  * loses most of its samples when the thread shares its CPU (the kernel checks
  * CPU timers at the scheduler tick only while the thread runs). They are
- * back-dated one interval apart (the least wall time that CPU time took),
- * squeezed to stay after the thread's previous signal sample. */
-static int emit_signal_sample(sp_resolver *r, const sp_record *record, int64_t stack_id,
-                              int64_t interval_ns)
+ * back-dated one interval apart (the least wall time that CPU time took). In
+ * the wall clock the gap since the thread's last sample is filled instead
+ * (samples_owed). */
+static int emit_signal_sample(sp_resolver *r, const sp_record *record, sp_last_sample *last,
+                              int64_t stack_id, int64_t interval_ns, int fill_gaps)
 {
     uint32_t merged = record->merged < SP_MAX_MERGED ? record->merged : SP_MAX_MERGED;
-    int64_t now = record->timestamp_ns;
-    int64_t since = now - (int64_t)(merged + 1) * interval_ns;
-    sp_last_signal *last = record->slot < r->slot_count ? &r->last_signal[record->slot] : NULL;
+    int64_t since;
+    uint32_t count = samples_owed(last, record->timestamp_ns, interval_ns, merged + 1, fill_gaps, &since);
+    /* a filled gap (wall clock) ends in this stack and begins in the last one */
+    int64_t previous_stack = fill_gaps && last != NULL && last->timestamp_ns == since ? last->stack_id : -1;
     if (last != NULL) {
-        if (last->thread_ident == record->thread_ident && last->timestamp_ns < now &&
-            last->timestamp_ns > since) {
-            since = last->timestamp_ns;
-        }
-        last->thread_ident = record->thread_ident;
-        last->timestamp_ns = now;
+        last->timestamp_ns = record->timestamp_ns;
+        last->stack_id = stack_id;
     }
-    int64_t step = (now - since) / (int64_t)(merged + 1);
-    for (uint32_t i = merged; i > 0; i--) {
-        if (emit(r, now - (int64_t)i * step, record->thread_ident, stack_id) != 0) {
-            return -1;
-        }
+    return emit_spread(r, record->thread_ident, stack_id, previous_stack, since, record->timestamp_ns,
+                       count);
+}
+
+/* A blocked thread's stack, read at `record->tick`, stands for the time since
+ * its last sample as well (samples_owed): the thread ran less than an
+ * interval of CPU time in that gap, and spent the rest of it blocked there. */
+static int emit_idle_start(sp_resolver *r, const sp_record *record, sp_last_sample *last,
+                           int64_t stack_id, int64_t interval_ns, int fill_gaps)
+{
+    int64_t since;
+    uint32_t count = samples_owed(last, record->timestamp_ns, interval_ns, 1, fill_gaps, &since);
+    if (last != NULL) {
+        last->timestamp_ns = record->timestamp_ns;
+        last->stack_id = stack_id;
     }
-    return emit(r, now, record->thread_ident, stack_id);
+    return emit_spread(r, record->thread_ident, stack_id, -1, since, record->timestamp_ns, count);
 }
 
 int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int64_t interval_ns,
-                        int64_t last_tick)
+                        int64_t last_tick, int fill_gaps)
 {
     const sp_record *record;
     int status = 0;
     while ((record = sp_ring_peek(ring)) != NULL) {
         sp_idle_thread *idle = record->slot < r->slot_count ? &r->idle[record->slot] : NULL;
+        sp_last_sample *last = last_sample_of(r, record);
         if (record->kind == SP_RECORD_IDLE_END) {
             if (idle != NULL && idle->active) {
-                status |= repeat_idle(r, idle, record->tick - 1, tick_base_ns, interval_ns);
+                status |= repeat_idle(r, idle, last, record->tick - 1, tick_base_ns, interval_ns);
                 idle->active = 0;
             }
         } else {
+            if (record->kind == SP_RECORD_SIGNAL_SAMPLE && idle != NULL && idle->active) {
+                /* Running again, which the slow pass has not seen yet: it
+                 * woke at the latest when the CPU time this signal stands for
+                 * began (and repeats never pass the last pass's tick). */
+                uint32_t merged = record->merged < SP_MAX_MERGED ? record->merged : SP_MAX_MERGED;
+                int64_t woke_ns = record->timestamp_ns - (int64_t)(merged + 1) * interval_ns;
+                int64_t woke_tick = woke_ns < tick_base_ns ? -1 : (woke_ns - tick_base_ns) / interval_ns;
+                status |= repeat_idle(r, idle, last, woke_tick < last_tick ? woke_tick : last_tick,
+                                      tick_base_ns, interval_ns);
+                idle->active = 0;
+            }
             int64_t stack = intern_record(r, record);
             int emitted = stack < 0 ? -1
                           : record->kind == SP_RECORD_SIGNAL_SAMPLE
-                              ? emit_signal_sample(r, record, stack, interval_ns)
+                              ? emit_signal_sample(r, record, last, stack, interval_ns, fill_gaps)
+                          : record->kind == SP_RECORD_IDLE_START
+                              ? emit_idle_start(r, record, last, stack, interval_ns, fill_gaps)
                               : emit(r, record->timestamp_ns, record->thread_ident, stack);
             if (emitted != 0) {
                 status = -1;
@@ -339,7 +511,8 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
     if (atomic_load_explicit(&ring->head, memory_order_acquire) == ring->tail) {
         for (uint32_t slot = 0; slot < r->slot_count; slot++) {
             if (r->idle[slot].active) {
-                status |= repeat_idle(r, &r->idle[slot], last_tick, tick_base_ns, interval_ns);
+                status |= repeat_idle(r, &r->idle[slot], &r->last_sample[slot], last_tick, tick_base_ns,
+                                      interval_ns);
             }
         }
     }
@@ -348,7 +521,10 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
 
 void sp_resolver_forget_code(sp_resolver *r, void *code)
 {
-    sp_map_remove(&r->code_serials, (uint64_t)(uintptr_t)code);
+    if (sp_map_get(&r->code_serials, (uint64_t)(uintptr_t)code)) {
+        sp_map_remove(&r->code_serials, (uint64_t)(uintptr_t)code);
+        raw_stacks_forget(r);
+    }
 }
 
 sp_sample_entry *sp_resolver_take_samples(sp_resolver *r, uint64_t *count)
@@ -363,11 +539,12 @@ sp_sample_entry *sp_resolver_take_samples(sp_resolver *r, uint64_t *count)
 
 /* ---- lifecycle ---- */
 
+/* Everything is emptied before anything is allocated, so that on failure
+ * tables_free() frees only what this call made. */
 static int tables_init(sp_resolver *r)
 {
-    if (sp_map_init(&r->frame_ids, 1024) != 0) {
-        return -1;
-    }
+    memset(&r->frame_ids, 0, sizeof(r->frame_ids));
+    memset(&r->raw_ids, 0, sizeof(r->raw_ids));
     r->frames = NULL;
     r->frame_count = r->frame_capacity = 0;
     r->stacks = NULL;
@@ -375,6 +552,13 @@ static int tables_init(sp_resolver *r)
     r->stack_frames = NULL;
     r->stack_frames_count = r->stack_frames_capacity = 0;
     r->stack_index = NULL;
+    r->raw_stacks = NULL;
+    r->raw_count = r->raw_capacity = 0;
+    r->raw_frames = NULL;
+    r->raw_frames_count = r->raw_frames_capacity = 0;
+    if (sp_map_init(&r->frame_ids, 1024) != 0 || sp_map_init(&r->raw_ids, 1024) != 0) {
+        return -1;
+    }
     return stack_index_rebuild(r, 1024);
 }
 
@@ -388,21 +572,28 @@ static void tables_free(sp_resolver *r)
     free(r->stacks);
     free(r->stack_frames);
     free(r->stack_index);
+    free(r->raw_stacks);
+    free(r->raw_frames);
     sp_map_free(&r->frame_ids);
+    sp_map_free(&r->raw_ids);
 }
 
 int sp_resolver_init(sp_resolver *r, uint32_t thread_slots, uint32_t max_depth)
 {
     memset(r, 0, sizeof(*r));
     r->idle = calloc(thread_slots, sizeof(sp_idle_thread));
-    r->last_signal = calloc(thread_slots, sizeof(sp_last_signal));
+    r->last_sample = calloc(thread_slots, sizeof(sp_last_sample));
     r->slot_count = thread_slots;
     r->scratch_capacity = (int32_t)max_depth + 1;
     r->scratch = malloc((size_t)r->scratch_capacity * sizeof(int32_t));
-    if (r->idle == NULL || r->last_signal == NULL || r->scratch == NULL || sp_map_init(&r->code_serials, 1024) != 0 ||
+    if (r->idle == NULL || r->last_sample == NULL || r->scratch == NULL || sp_map_init(&r->code_serials, 1024) != 0 ||
         sp_map_init(&r->signal_counts, 64) != 0 || tables_init(r) != 0) {
         sp_resolver_destroy(r);
         return -1;
+    }
+    for (uint32_t slot = 0; slot < thread_slots; slot++) {
+        r->last_sample[slot].timestamp_ns = INT64_MIN;
+        r->last_sample[slot].stack_id = -1;
     }
     return 0;
 }
@@ -414,7 +605,7 @@ void sp_resolver_destroy(sp_resolver *r)
     sp_map_free(&r->signal_counts);
     free(r->samples);
     free(r->idle);
-    free(r->last_signal);
+    free(r->last_sample);
     free(r->scratch);
     memset(r, 0, sizeof(*r));
 }
@@ -440,6 +631,9 @@ int sp_resolver_reset_interning(sp_resolver *r)
             r->scratch[i] = (int32_t)id;
         }
         idle->stack_id = (int32_t)intern_stack(r, r->scratch, stack->length);
+    }
+    for (uint32_t slot = 0; slot < r->slot_count; slot++) {
+        r->last_sample[slot].stack_id = -1; /* an id of the old tables */
     }
     tables_free(&old);
     return 0;

@@ -35,6 +35,14 @@ typedef struct {
     int32_t reserved;
 } sp_sample_entry;
 
+/* A record's frames remembered with the stack they resolved to. */
+struct sp_raw_stack {
+    uint64_t offset;  /* into raw_frames */
+    uint32_t length;  /* frames */
+    uint32_t flags;   /* the record's SP_RECORD_TRUNCATED */
+    int32_t stack_id;
+};
+
 typedef struct {
     int active;
     int64_t next_tick;
@@ -42,12 +50,15 @@ typedef struct {
     uint64_t thread_ident;
 } sp_idle_thread;
 
-/* The last signal sample of the thread in a registry slot: the samples a
- * signal's merged timer expirations stand for are dated after it. */
+/* The last sample of the thread in a registry slot (INT64_MIN: none yet):
+ * the samples a signal stands for are dated after it, and in the wall clock
+ * the gap since it is filled. Its stack (-1: unknown, as after an interning
+ * reset) takes the filled ticks nearer to it. */
 typedef struct {
     uint64_t thread_ident;
     int64_t timestamp_ns;
-} sp_last_signal;
+    int64_t stack_id;
+} sp_last_sample;
 
 /* A signal never stands for more expirations than this (one second at the
  * highest frequency): a thread that blocked SIGPROF for longer gets no more. */
@@ -65,10 +76,19 @@ typedef struct {
     uint64_t stack_count, stack_capacity;
     int32_t *stack_index;    /* open addressing over stacks, -1 empty */
     uint64_t stack_index_capacity;
+    /* Records' frames as the handler took them, interned whole: a stack met
+     * again costs one hash of the record and one compare, not a look-up per
+     * frame. Forgotten with the tables, and whenever a code object seen in
+     * them is destroyed (its address may come back as another). */
+    sp_u64_map raw_ids;      /* record hash -> raw stack index + 1 */
+    struct sp_raw_stack *raw_stacks;
+    uint64_t raw_count, raw_capacity;
+    sp_frame_ref *raw_frames;
+    uint64_t raw_frames_count, raw_frames_capacity;
     sp_sample_entry *samples;
     uint64_t sample_count, sample_capacity;
     sp_idle_thread *idle; /* per registry slot */
-    sp_last_signal *last_signal; /* per registry slot */
+    sp_last_sample *last_sample; /* per registry slot */
     uint32_t slot_count;            /* registry slots, the length of both */
     sp_u64_map signal_counts; /* thread ident -> signals received */
     uint64_t emitted_samples, unresolved_frames, truncated_samples;
@@ -81,9 +101,11 @@ void sp_resolver_destroy(sp_resolver *resolver);
 
 /* Drains the ring. Threads blocked since their IDLE_START are repeated at
  * every tick up to last_tick (tick k is at tick_base_ns + k * interval_ns).
+ * With fill_gaps (the wall clock) a thread gets one sample per interval of
+ * wall time between its samples, not only those its signals stand for.
  * Returns 0, or -1 when out of memory (records are then dropped and counted). */
 int sp_resolver_collect(sp_resolver *resolver, sp_ring *ring, int64_t tick_base_ns,
-                        int64_t interval_ns, int64_t last_tick);
+                        int64_t interval_ns, int64_t last_tick, int fill_gaps);
 
 /* The code object at this address is being destroyed: never match it again. */
 void sp_resolver_forget_code(sp_resolver *resolver, void *code);

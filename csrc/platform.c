@@ -44,10 +44,10 @@ static void forward_foreign(int signo, siginfo_t *info, void *context)
 static void on_sigprof(int signo, siginfo_t *info, void *context)
 {
     int saved_errno = errno;
-    if (info != NULL && (info->si_code == SI_TIMER || info->si_code == SI_QUEUE)) {
+    if (info != NULL && info->si_code == SI_TIMER) {
         uint64_t cookie = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
         if ((cookie >> SP_COOKIE_MAGIC_SHIFT) == signal_cookie_magic) {
-            int merged = info->si_code == SI_TIMER ? info->si_overrun : 0;
+            int merged = info->si_overrun;
             signal_callback(cookie, merged > 0 ? (uint32_t)merged : 0);
             errno = saved_errno;
             return;
@@ -246,11 +246,22 @@ int64_t sp_monotonic_ns(void)
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
-void sp_sleep_until_ns(int64_t deadline_ns)
+int sp_monotonic_cond_init(pthread_cond_t *cond)
+{
+    pthread_condattr_t attributes;
+    if (pthread_condattr_init(&attributes) != 0) {
+        return -1;
+    }
+    int failed = pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC) != 0 ||
+                 pthread_cond_init(cond, &attributes) != 0;
+    pthread_condattr_destroy(&attributes);
+    return failed ? -1 : 0;
+}
+
+void sp_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ns)
 {
     struct timespec until = {deadline_ns / 1000000000, deadline_ns % 1000000000};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
-    }
+    pthread_cond_timedwait(cond, mutex, &until);
 }
 
 pid_t sp_current_tid(void)
@@ -343,16 +354,32 @@ sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low
     return parse_run_state(buffer, lock_low, lock_high, &state) == 0 ? state : SP_THREAD_GONE;
 }
 
-int sp_thread_signal(pid_t tid, uint64_t cookie)
+int sp_interrupt_thread_after(pid_t tid, int64_t delay_ns)
 {
-    siginfo_t info;
-    memset(&info, 0, sizeof(info));
-    info.si_signo = SIGPROF;
-    info.si_code = SI_QUEUE;
-    info.si_pid = getpid();
-    info.si_uid = getuid();
-    info.si_value.sival_ptr = (void *)(uintptr_t)cookie;
-    return (int)syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, SIGPROF, &info);
+    static timer_t id;
+    static int created;
+    if (!created) {
+        struct sigevent event;
+        memset(&event, 0, sizeof(event));
+        event.sigev_notify = SIGEV_THREAD_ID;
+        event.sigev_signo = SIGINT;
+#ifdef sigev_notify_thread_id
+        event.sigev_notify_thread_id = tid;
+#else
+        event._sigev_un._tid = tid;
+#endif
+        if (timer_create(CLOCK_MONOTONIC, &event, &id) != 0) {
+            return -1;
+        }
+        created = 1;
+    }
+    struct itimerspec spec;
+    memset(&spec, 0, sizeof(spec));
+    if (delay_ns > 0) {
+        spec.it_value.tv_sec = delay_ns / 1000000000;
+        spec.it_value.tv_nsec = delay_ns % 1000000000;
+    }
+    return timer_settime(id, 0, &spec, NULL);
 }
 
 int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
@@ -486,13 +513,12 @@ int64_t sp_monotonic_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
-void sp_sleep_until_ns(int64_t deadline_ns)
+int sp_monotonic_cond_init(pthread_cond_t *cond) { return pthread_cond_init(cond, NULL); }
+void sp_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ns)
 {
-    int64_t remaining = deadline_ns - sp_monotonic_ns();
-    if (remaining > 0) {
-        struct timespec duration = {remaining / 1000000000, remaining % 1000000000};
-        nanosleep(&duration, NULL);
-    }
+    (void)cond;
+    (void)mutex;
+    (void)deadline_ns;
 }
 pid_t sp_current_tid(void) { return 0; }
 pid_t sp_tid_of_pthread(unsigned long pthread_ident) { (void)pthread_ident; return 0; }
@@ -506,7 +532,7 @@ sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low
     (void)lock_high;
     return SP_THREAD_GONE;
 }
-int sp_thread_signal(pid_t tid, uint64_t cookie) { (void)tid; (void)cookie; return -1; }
+int sp_interrupt_thread_after(pid_t tid, int64_t delay_ns) { (void)tid; (void)delay_ns; return -1; }
 int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
                           uint64_t cookie)
 {

@@ -5,13 +5,13 @@
 #ifndef SIGPROF_PLATFORM_H
 #define SIGPROF_PLATFORM_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 /* Called in signal context with the cookie the signal carried and the
- * expirations of a CPU timer the kernel merged into it (si_overrun; 0 for the
- * ticker's queued signals). */
+ * expirations of the CPU timer the kernel merged into it (si_overrun). */
 typedef void (*sp_signal_callback)(uint64_t cookie, uint32_t merged);
 
 typedef struct {
@@ -39,8 +39,11 @@ int sp_signal_handler_ours(void);
 int sp_itimer_prof_armed(void);
 
 int64_t sp_monotonic_ns(void);
-/* Sleeps until CLOCK_MONOTONIC reaches deadline_ns (through EINTR). */
-void sp_sleep_until_ns(int64_t deadline_ns);
+/* A condition variable whose timed waits are on CLOCK_MONOTONIC. */
+int sp_monotonic_cond_init(pthread_cond_t *cond);
+/* Waits on cond (mutex held) until signalled, or until CLOCK_MONOTONIC
+ * reaches deadline_ns; callers check their own condition again. */
+void sp_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ns);
 pid_t sp_current_tid(void);
 /* The kernel thread id of a live pthread (the value threading.get_native_id gives). */
 pid_t sp_tid_of_pthread(unsigned long pthread_ident);
@@ -64,11 +67,13 @@ typedef enum {
  * to -1 without closing it (it may be someone else's descriptor by now). */
 int sp_thread_state_open(pid_t tid);
 sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low, uintptr_t lock_high);
-/* Sends SIGPROF to one thread of this process, carrying cookie. */
-int sp_thread_signal(pid_t tid, uint64_t cookie);
 
 /* A timer on the thread's CPU clock that sends it SIGPROF carrying cookie
  * every interval_ns of CPU time, first after first_ns. */
+/* A SIGINT to thread tid in delay_ns, from a kernel timer (one per process,
+ * bound to the first tid given; a later call re-arms it, delay_ns 0 disarms
+ * it). 0, or -1. */
+int sp_interrupt_thread_after(pid_t tid, int64_t delay_ns);
 int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
                           uint64_t cookie);
 void sp_thread_timer_stop(sp_thread_timer *timer);

@@ -10,13 +10,27 @@
 #include <frameobject.h>
 #include <stdint.h>
 
-#if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
-#error "sigprof's native core supports CPython 3.9 to 3.13"
+#if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x03100000
+#error "sigprof's native core supports CPython 3.9 to 3.15"
+#endif
+/* Free-threaded builds have per-thread bytecode and frames freed concurrently
+ * with the walk: not supported (packaging skips the core there, and
+ * sigprof.native_unavailable_reason() says so). */
+#ifdef Py_GIL_DISABLED
+#error "sigprof's native core does not support free-threaded CPython builds"
 #endif
 
 #if PY_VERSION_HEX >= 0x030B0000
 #include "internal/pycore_code.h"
 #include "internal/pycore_frame.h"
+#endif
+#if PY_VERSION_HEX >= 0x030E0000
+/* Frames hold tagged references (Py_TAG_REFCNT). The header's inline
+ * functions leave parameters unused in this build configuration. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include "internal/pycore_stackref.h"
+#pragma GCC diagnostic pop
 #endif
 #include "internal/pycore_gil.h"
 #include "internal/pycore_interp.h"

@@ -12,11 +12,27 @@
 
 #include "code_lifetime.h"
 #include "frame_walk.h"
+#include "layout_check.h"
 #include "platform.h"
 #include "ring_buffer.h"
 #include "thread_registry.h"
 
-#define SP_NAME_ATTEMPTS 50 /* scans to try finding a new thread's name */
+/* Scans that look a new thread's name up in threading._active. A thread
+ * threading.Thread starts while the sampler runs names itself as it
+ * registers, and every drain names the threads threading knows; the look-up
+ * is for a thread whose start was in flight when the sampler started, found
+ * at its registration or at the next scan. Threads threading never knows
+ * (sigprof's own, C threads, _thread.start_new_thread) are looked for in
+ * vain, and each scan takes the GIL from the running thread: two, not more. */
+#define SP_NAME_ATTEMPTS 2
+/* How often the ticker looks at the threads. The wall clock's pass runs at
+ * every tick: it reads the stacks of threads that blocked since the last
+ * one, and a wait shorter than a pass would otherwise go unseen (its ticks
+ * filled with the stacks of the CPU work around it: at 20 Hz a web example's
+ * 4 ms database sleeps fell from 17% of the samples to 2%). The cpu clock's
+ * only hands exited threads back and notices threads started outside Python
+ * (10 Hz). */
+#define SP_CPU_PASS_NS 100000000LL
 
 typedef struct {
     sp_config config;
@@ -40,9 +56,12 @@ typedef struct {
     pthread_mutex_t registry_mutex; /* held by the ticker per pass, and across fork */
     pthread_mutex_t work_mutex;
     pthread_cond_t work_cond;
+    pthread_cond_t ticker_cond;   /* on CLOCK_MONOTONIC: wakes the ticker to stop, or for exits */
     int collector_ready;
     _Atomic int want_scan, want_reclaim;
+    _Atomic uint32_t exits_waiting; /* threads that left since the last pass */
     uint64_t seen_thread_serial;   /* written by the collector */
+    _Atomic uint64_t collector_gil_rounds;
     _Atomic int scan_again;
     uint64_t random_state;
     /* ticker-private */
@@ -163,7 +182,11 @@ static void fingerprint_pass(void *argument)
         slot->still_idle = 0;
         if (atomic_load_explicit(&slot->idle_state, memory_order_acquire) == SP_IDLE_REPEATING &&
             slot->idle_fingerprint != 0 && sp_slot_begin_read(slot)) {
-            slot->still_idle = sp_stack_fingerprint(slot->tstate) == slot->idle_fingerprint;
+            /* Back at the same instruction after running for an interval of
+             * CPU time (a loop that sleeps), its timer sampled it meanwhile,
+             * which ended the repeats: read it again. */
+            slot->still_idle = sp_stack_fingerprint(slot->tstate) == slot->idle_fingerprint &&
+                               sp_thread_cpu_ns(slot->tid) - slot->last_cpu_ns < S.config.interval_ns;
             sp_slot_end_read(slot);
         }
     }
@@ -194,6 +217,48 @@ static void wake_collector(void)
 {
     pthread_mutex_lock(&S.work_mutex);
     pthread_cond_signal(&S.work_cond);
+    pthread_mutex_unlock(&S.work_mutex);
+}
+
+/* Exited threads' slots wait for the next pass, unless this many of them
+ * (a quarter of the registry) wake the ticker before: threads that start and
+ * end faster than the passes would otherwise run out of slots. */
+static uint32_t exits_to_wake_ticker(void)
+{
+    return S.registry.capacity >= 8 ? S.registry.capacity / 4 : 1;
+}
+
+static void on_thread_exit(sp_thread_registry *registry)
+{
+    (void)registry;
+    if (atomic_fetch_add(&S.exits_waiting, 1) + 1 == exits_to_wake_ticker()) {
+        pthread_mutex_lock(&S.work_mutex);
+        pthread_cond_signal(&S.ticker_cond);
+        pthread_mutex_unlock(&S.work_mutex);
+    }
+}
+
+/* 1 when woken before the deadline by threads that left (exits_only pass). */
+static int sleep_until_next_pass(int64_t deadline_ns)
+{
+    int exits = 0;
+    pthread_mutex_lock(&S.work_mutex);
+    while (!atomic_load(&S.stopping) && sp_monotonic_ns() < deadline_ns && !exits) {
+        exits = atomic_load(&S.exits_waiting) >= exits_to_wake_ticker();
+        if (!exits) {
+            sp_cond_wait_until_ns(&S.ticker_cond, &S.work_mutex, deadline_ns);
+        }
+    }
+    pthread_mutex_unlock(&S.work_mutex);
+    return exits && !atomic_load(&S.stopping);
+}
+
+static void stop_sampler_threads(void)
+{
+    pthread_mutex_lock(&S.work_mutex);
+    atomic_store(&S.stopping, 1);
+    pthread_cond_signal(&S.work_cond);
+    pthread_cond_signal(&S.ticker_cond);
     pthread_mutex_unlock(&S.work_mutex);
 }
 
@@ -298,58 +363,49 @@ static int capture_blocked(uint32_t index, sp_thread_slot *slot, int64_t tick, i
     return 0;
 }
 
-/* Wall clock, one thread, one tick: running threads are signalled, blocked
- * ones are read once and then repeated until they run again. */
-static void tick_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
+/* Wall clock, one thread, one slow pass. A thread that used an interval of
+ * CPU time since the last pass is sampled by its own CPU timer; one that did
+ * not is read here if it is blocked or waiting for the GIL (its stack cannot
+ * change then), and then repeated at every tick until it runs again. No
+ * thread is ever signalled from here: a thread seen running could block
+ * before the signal lands, and its system call would fail with EINTR. */
+static void pass_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick)
 {
-    int idle_state = atomic_load_explicit(&slot->idle_state, memory_order_acquire);
-    if (idle_state == SP_IDLE_REPEATING && slot->still_idle) {
-        return; /* still where it blocked: nothing to do, no system call */
+    if (atomic_load_explicit(&slot->idle_state, memory_order_acquire) == SP_IDLE_REPEATING) {
+        if (slot->still_idle) {
+            return; /* still where it blocked: nothing to do, no system call */
+        }
+        if (write_idle_end(index, slot, tick) != 0) {
+            return; /* ring full: next pass */
+        }
+        atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
     }
     int64_t cpu = sp_thread_cpu_ns(slot->tid);
     if (cpu < 0) {
         return; /* exiting: its sentinel will say so */
     }
-    uint64_t cookie = sp_cookie_make(index, atomic_load(&slot->generation));
-    if (cpu == slot->last_cpu_ns) {
-        /* No CPU since the last tick: blocked, or runnable but preempted. The
-         * run state is read once per transition, not at every idle tick. */
-        if (idle_state == SP_IDLE_RUNNING) {
-            sp_thread_run_state run_state = thread_state(index, slot);
-            if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
-                sp_thread_signal(slot->tid, cookie); /* preempted, or waiting for the GIL */
-            } else if (run_state == SP_THREAD_BLOCKED) {
-                capture_blocked(index, slot, tick, cpu);
-            }
-        }
-        return;
-    }
-    if (idle_state == SP_IDLE_REPEATING) {
-        if (write_idle_end(index, slot, tick) != 0) {
-            return; /* ring full: try again next tick */
-        }
-        atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
-        idle_state = SP_IDLE_RUNNING;
-    }
+    int timer_sampled = slot->last_cpu_ns >= 0 && cpu - slot->last_cpu_ns >= S.config.interval_ns;
     slot->last_cpu_ns = cpu;
+    if (timer_sampled) {
+        return; /* if it blocked since, the next pass sees it */
+    }
     sp_thread_run_state run_state = thread_state(index, slot);
-    if (run_state == SP_THREAD_RUNNING || run_state == SP_THREAD_LOCK_WAIT) {
-        /* Running, or waiting for the GIL (its stack cannot change then, and
-         * glibc retries the wait): the thread samples itself. */
-        sp_thread_signal(slot->tid, cookie);
-    } else if (run_state == SP_THREAD_BLOCKED && idle_state == SP_IDLE_RUNNING) {
-        /* It ran, then blocked: never interrupt a blocked system call. */
+    if (run_state == SP_THREAD_BLOCKED || run_state == SP_THREAD_LOCK_WAIT) {
         capture_blocked(index, slot, tick, cpu);
     }
 }
 
-static void tick_pass(int64_t tick)
+/* exits_only: a pass between the regular ones, which only hands the slots
+ * of threads that left back to the collector. */
+static void tick_pass(int64_t tick, int exits_only)
 {
-    if (sp_interp_thread_serial(S.interp) != S.seen_thread_serial || atomic_load(&S.scan_again)) {
+    atomic_store(&S.exits_waiting, 0);
+    if (!exits_only &&
+        (sp_interp_thread_serial(S.interp) != S.seen_thread_serial || atomic_load(&S.scan_again))) {
         atomic_store(&S.want_scan, 1);
     }
     uint32_t high_water = atomic_load(&S.registry.high_water);
-    if (S.config.clock == SP_CLOCK_WALL) {
+    if (S.config.clock == SP_CLOCK_WALL && !exits_only) {
         mark_still_idle(high_water);
     }
     for (uint32_t index = 0; index < high_water; index++) {
@@ -363,8 +419,8 @@ static void tick_pass(int64_t tick)
             close_state_file(index);
             atomic_store_explicit(&slot->state, SP_SLOT_RECLAIMABLE, memory_order_release);
             atomic_store(&S.want_reclaim, 1);
-        } else if (state == SP_SLOT_ALIVE && S.config.clock == SP_CLOCK_WALL) {
-            tick_wall_thread(index, slot, tick);
+        } else if (state == SP_SLOT_ALIVE && S.config.clock == SP_CLOCK_WALL && !exits_only) {
+            pass_wall_thread(index, slot, tick);
         }
     }
 }
@@ -375,21 +431,30 @@ static void *ticker_main(void *unused)
     sp_block_async_signals();
     sp_thread_set_name("sigprof-ticker");
     S.ticker_tid = sp_current_tid();
-    int64_t tick = 0;
-    while (!atomic_load(&S.stopping)) {
-        sp_sleep_until_ns(S.base_ns + (tick + 1) * S.config.interval_ns);
+    int64_t pass_ns = S.config.clock == SP_CLOCK_WALL ? S.config.interval_ns : SP_CPU_PASS_NS;
+    int64_t ticks_per_pass = pass_ns > S.config.interval_ns ? pass_ns / S.config.interval_ns : 1;
+    /* The first pass at once, so that threads blocked at start repeat from
+     * tick 0, and a last one at stop, so that they repeat until then. */
+    for (int64_t tick = 0;;) {
+        pthread_mutex_lock(&S.registry_mutex);
+        tick_pass(tick, 0);
+        pthread_mutex_unlock(&S.registry_mutex);
+        /* the tick up to which blocked threads are known to be still blocked */
+        atomic_store_explicit(&S.last_tick, tick, memory_order_release);
         if (atomic_load(&S.stopping)) {
             break;
         }
-        int64_t now_tick = (sp_monotonic_ns() - S.base_ns) / S.config.interval_ns;
-        tick = now_tick > tick ? now_tick : tick + 1; /* late: skip, never run twice */
-        pthread_mutex_lock(&S.registry_mutex);
-        tick_pass(tick);
-        pthread_mutex_unlock(&S.registry_mutex);
-        atomic_store_explicit(&S.last_tick, tick, memory_order_release);
         if (atomic_load(&S.want_scan) || atomic_load(&S.want_reclaim)) {
             wake_collector();
         }
+        while (sleep_until_next_pass(S.base_ns + (tick + ticks_per_pass) * S.config.interval_ns)) {
+            pthread_mutex_lock(&S.registry_mutex);
+            tick_pass((sp_monotonic_ns() - S.base_ns) / S.config.interval_ns, 1);
+            pthread_mutex_unlock(&S.registry_mutex);
+            wake_collector();
+        }
+        int64_t now_tick = (sp_monotonic_ns() - S.base_ns) / S.config.interval_ns;
+        tick = now_tick > tick ? now_tick : tick + 1; /* late: skip, never run twice */
     }
     pthread_mutex_lock(&S.registry_mutex);
     close_state_files();
@@ -412,12 +477,11 @@ static uint64_t next_random(void)
 static void on_register(sp_thread_slot *slot, uint32_t index)
 {
     slot->name_attempts = SP_NAME_ATTEMPTS;
-    if (S.config.clock == SP_CLOCK_CPU) {
-        /* A random first expiry spreads threads over the interval. */
-        int64_t first = 1 + (int64_t)(next_random() % (uint64_t)S.config.interval_ns);
-        sp_thread_timer_start(&slot->timer, slot->tid, first, S.config.interval_ns,
-                              sp_cookie_make(index, atomic_load(&slot->generation)));
-    }
+    /* Both clocks: a running thread samples itself every interval of its CPU
+     * time. A random first expiry spreads threads over the interval. */
+    int64_t first = 1 + (int64_t)(next_random() % (uint64_t)S.config.interval_ns);
+    sp_thread_timer_start(&slot->timer, slot->tid, first, S.config.interval_ns,
+                          sp_cookie_make(index, atomic_load(&slot->generation)));
 }
 
 /* threading.Thread registers itself in threading._active a moment after its
@@ -490,6 +554,7 @@ static void *collector_main(void *unused)
     sp_block_async_signals();
     sp_thread_set_name("sigprof-collect");
     PyGILState_STATE gil = PyGILState_Ensure();
+    atomic_fetch_add(&S.collector_gil_rounds, 1);
     S.collector_tstate = PyThreadState_Get();
     scan_threads();
     pthread_mutex_lock(&S.work_mutex);
@@ -507,6 +572,7 @@ static void *collector_main(void *unused)
             break;
         }
         PyEval_RestoreThread(saved);
+        atomic_fetch_add(&S.collector_gil_rounds, 1);
         if (!atomic_load(&S.stopping)) {
             if (atomic_exchange(&S.want_scan, 0)) {
                 scan_threads();
@@ -521,6 +587,21 @@ static void *collector_main(void *unused)
     S.collector_tstate = NULL;
     PyGILState_Release(gil);
     return NULL;
+}
+
+/* ---------------- threads registering or excluding themselves ---------------- */
+
+int sp_sampler_register_current_thread(void)
+{
+    if (!atomic_load(&S.running) || atomic_load(&S.stopping)) {
+        return 0;
+    }
+    return sp_registry_add(&S.registry, PyThreadState_Get(), on_register);
+}
+
+int sp_sampler_exclude_current_thread(void)
+{
+    return sp_registry_exclude(PyThreadState_Get()) < 0 ? -1 : 0;
 }
 
 /* ---------------- code objects going away ---------------- */
@@ -562,6 +643,7 @@ static void after_fork_child(void)
     pthread_mutex_init(&S.registry_mutex, NULL);
     pthread_mutex_init(&S.work_mutex, NULL);
     pthread_cond_init(&S.work_cond, NULL);
+    sp_monotonic_cond_init(&S.ticker_cond);
     atomic_store(&S.accepting, 0);
     atomic_store(&S.handlers_active, 0);
     atomic_store(&S.running, 0);
@@ -576,7 +658,7 @@ static void after_fork_child(void)
 
 int sp_sampler_supported(char *why, size_t why_len)
 {
-    return sp_platform_supported(why, why_len);
+    return sp_platform_supported(why, why_len) && sp_layout_check(why, why_len) == 0;
 }
 
 static uint64_t ring_capacity_for(const sp_config *config)
@@ -612,7 +694,7 @@ static void release_run_resources(void)
 int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
 {
     static int fork_handlers_registered;
-    if (!sp_platform_supported(error, error_len)) {
+    if (!sp_sampler_supported(error, error_len)) {
         return -1;
     }
     if (atomic_load(&S.running)) {
@@ -642,6 +724,10 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
         return -1;
     }
     if (!fork_handlers_registered) {
+        if (sp_monotonic_cond_init(&S.ticker_cond) != 0) {
+            snprintf(error, error_len, "could not create the ticker's condition variable");
+            return -1;
+        }
         pthread_atfork(before_fork, after_fork_parent, after_fork_child);
         fork_handlers_registered = 1;
     }
@@ -657,6 +743,7 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
         snprintf(error, error_len, "out of memory for the sample buffer");
         return -1;
     }
+    S.registry.on_exit = on_thread_exit;
     for (uint32_t i = 0; i < config->max_threads; i++) {
         S.state_fds[i] = -1;
     }
@@ -672,10 +759,12 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     S.random_state = (uint64_t)S.base_ns | 1;
     atomic_store(&S.last_tick, 0);
     atomic_store(&S.stale_signals, 0);
+    atomic_store(&S.collector_gil_rounds, 0);
     atomic_store(&S.stopping, 0);
     atomic_store(&S.want_scan, 0);
     atomic_store(&S.capturing_blocked, 0);
     atomic_store(&S.want_reclaim, 0);
+    atomic_store(&S.exits_waiting, 0);
     S.collector_ready = 0;
     atomic_store(&S.accepting, 1);
     atomic_store(&S.running, 1);
@@ -692,8 +781,7 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
         Py_END_ALLOW_THREADS
         failed = pthread_create(&S.ticker, NULL, ticker_main, NULL);
         if (failed) {
-            atomic_store(&S.stopping, 1);
-            wake_collector();
+            stop_sampler_threads();
             Py_BEGIN_ALLOW_THREADS
             pthread_join(S.collector, NULL);
             Py_END_ALLOW_THREADS
@@ -713,8 +801,7 @@ int sp_sampler_stop(void)
     if (!atomic_load(&S.running)) {
         return 0;
     }
-    atomic_store(&S.stopping, 1);
-    wake_collector();
+    stop_sampler_threads();
     Py_BEGIN_ALLOW_THREADS
     pthread_join(S.ticker, NULL);
     pthread_join(S.collector, NULL);
@@ -743,7 +830,8 @@ int sp_sampler_collect(void)
         return 0;
     }
     return sp_resolver_collect(&S.resolver, &S.ring, S.base_ns, S.config.interval_ns,
-                               atomic_load_explicit(&S.last_tick, memory_order_acquire));
+                               atomic_load_explicit(&S.last_tick, memory_order_acquire),
+                               S.config.clock == SP_CLOCK_WALL);
 }
 
 sp_resolver *sp_sampler_resolver(void)
@@ -761,6 +849,9 @@ void sp_sampler_counters(sp_counters *counters)
     counters->untracked_threads = atomic_load(&S.registry.overflow);
     counters->stale_signals = atomic_load(&S.stale_signals);
     counters->ticks = (uint64_t)atomic_load(&S.last_tick);
+    counters->collector_gil_rounds = atomic_load(&S.collector_gil_rounds);
+    counters->ring_written = atomic_load(&S.ring.head);
+    counters->ring_capacity = S.ring.capacity;
     for (uint32_t i = 0; i < S.registry.capacity; i++) {
         int state = atomic_load(&S.registry.slots[i].state);
         counters->registered_threads += state == SP_SLOT_ALIVE || state == SP_SLOT_EXITED;

@@ -1,10 +1,11 @@
 /* The sampler: one per process. Ties the pieces together:
- *  - the SIGPROF handler copies its own thread's stack into the ring;
- *  - a ticker thread (no GIL, ever) decides each tick which threads to
- *    signal: in the wall clock, those that used CPU since the last tick and
- *    are running now; a thread that is blocked is never signalled, its stack
- *    is taken once by the collector and repeated at every tick until it runs;
- *    in the cpu clock, per-thread CPU timers do the signalling;
+ *  - the SIGPROF handler copies its own thread's stack into the ring; in
+ *    both clocks, per-thread CPU timers do the signalling, so only a running
+ *    thread is ever signalled, and only by the kernel;
+ *  - a ticker thread (no GIL, ever; a slow pass, never per tick) reads, in
+ *    the wall clock, the stacks of threads blocked or waiting for the GIL,
+ *    which the drain repeats at every tick until they run, and hands the
+ *    slots of threads that left back to the collector;
  *  - a collector thread takes the GIL only when there is work: registering
  *    new threads, taking blocked threads' stacks, reclaiming exited threads;
  *  - whoever holds the GIL drains the ring into the resolver. */
@@ -42,6 +43,9 @@ typedef struct {
     uint64_t stale_signals;    /* signals for a thread that had already exited */
     uint64_t ticks;
     uint64_t registered_threads; /* threads with a registry slot (and timer) now */
+    uint64_t collector_gil_rounds; /* times the collector took the GIL, its start included */
+    uint64_t ring_written;     /* records written to the ring in this run */
+    uint64_t ring_capacity;
     int64_t base_ns;           /* CLOCK_MONOTONIC at start */
     int64_t interval_ns;
 } sp_counters;
@@ -55,7 +59,17 @@ int sp_sampler_collect(void);
 /* The resolver of the current or last run, or NULL. */
 sp_resolver *sp_sampler_resolver(void);
 void sp_sampler_counters(sp_counters *counters);
-/* Whether this platform can sample at all, and why not. */
+/* Under the GIL, from a thread in its first moments: registers it now, so
+ * it is sampled from its first instant rather than from the collector's next
+ * scan (a new thread's cpu timer is armed here). 1 if it took a slot, 0 if
+ * not (not running, registered already, excluded, no slot), -1 on error. */
+int sp_sampler_register_current_thread(void);
+/* Under the GIL: the calling thread is one of sigprof's own (or one the user
+ * wants left out): never registered, in this run or a later one; if it was,
+ * it is released. 0, or -1 on a Python error. */
+int sp_sampler_exclude_current_thread(void);
+/* Whether this platform, and this interpreter's memory layout
+ * (layout_check.h), allow sampling at all, and why not. */
 int sp_sampler_supported(char *why, size_t why_len);
 
 #endif

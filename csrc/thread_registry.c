@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SP_COOKIE_MAGIC 0x5197F1ULL /* 24 bits */
 #define SP_SENTINEL_KEY "sigprof.thread"
@@ -30,30 +31,48 @@ typedef struct {
     uint32_t slot;
     uint32_t generation;
     pid_t tid;
+    pid_t pid;    /* the process the thread ran in */
+    int excluded; /* one of sigprof's own threads: never registered */
     void *altstack;
 } sp_sentinel;
+
+/* Marks the sentinel's slot EXITED and waits until the ticker no longer
+ * reads its thread state. 1 if it held a live slot of the active registry. */
+static int release_slot(sp_sentinel *sentinel)
+{
+    sp_thread_registry *registry = active_registry;
+    if (registry == NULL || sentinel->session != registry->session ||
+        sentinel->slot >= registry->capacity) {
+        return 0;
+    }
+    sp_thread_slot *slot = &registry->slots[sentinel->slot];
+    if (atomic_load(&slot->generation) != sentinel->generation) {
+        return 0;
+    }
+    int expected = SP_SLOT_ALIVE;
+    int released = atomic_compare_exchange_strong(&slot->state, &expected, SP_SLOT_EXITED);
+    while (atomic_load(&slot->being_read)) {
+        sched_yield(); /* the ticker's read of this thread state: microseconds */
+    }
+    if (released && registry->on_exit != NULL) {
+        registry->on_exit(registry);
+    }
+    return released;
+}
 
 static void sentinel_dealloc(PyObject *self)
 {
     sp_sentinel *sentinel = (sp_sentinel *)self;
-    sp_thread_registry *registry = active_registry;
-    if (registry != NULL && sentinel->session == registry->session &&
-        sentinel->slot < registry->capacity) {
-        sp_thread_slot *slot = &registry->slots[sentinel->slot];
-        if (atomic_load(&slot->generation) == sentinel->generation) {
-            int expected = SP_SLOT_ALIVE;
-            atomic_compare_exchange_strong(&slot->state, &expected, SP_SLOT_EXITED);
-            while (atomic_load(&slot->being_read)) {
-                sched_yield(); /* the ticker's read of this thread state: microseconds */
-            }
-        }
-    }
+    release_slot(sentinel);
     if (sentinel->altstack != NULL) {
-        /* Only the owning thread can uninstall its alternate stack; dicts of
-         * other threads are cleared at finalization and in forked children,
-         * where the memory is left to the process. */
+        /* Only the owning thread can uninstall its alternate stack; at
+         * finalization another thread clears the dicts of threads still
+         * running, and leaves the memory to the process. In a forked child
+         * those threads do not exist: their stacks are free to go. */
         if (sentinel->tid == sp_current_tid()) {
             sp_altstack_release(sentinel->altstack);
+            free(sentinel->altstack);
+        } else if (sentinel->pid != getpid()) {
             free(sentinel->altstack);
         }
     }
@@ -139,6 +158,8 @@ static sp_sentinel *sentinel_for(PyThreadState *tstate, int *error)
     sentinel->session = 0;
     sentinel->slot = UINT32_MAX;
     sentinel->generation = 0;
+    sentinel->excluded = 0;
+    sentinel->pid = getpid();
     sentinel->tid = native_tid(tstate);
     sentinel->altstack = sp_altstack_size() ? malloc(sp_altstack_size()) : NULL;
     int failed = PyDict_SetItemString(tstate->dict, SP_SENTINEL_KEY, (PyObject *)sentinel);
@@ -169,6 +190,44 @@ static int carries_parent_ids(PyThreadState *tstate)
     return 0;
 }
 
+int sp_registry_add(sp_thread_registry *registry, struct _ts *tstate, sp_on_register on_register)
+{
+    int error;
+    sp_sentinel *sentinel = sentinel_for(tstate, &error);
+    if (error) {
+        return -1;
+    }
+    if (sentinel->excluded || sentinel->session == registry->session) {
+        return 0; /* sigprof's own, or registered in this run already */
+    }
+    uint32_t index;
+    if (!find_free_slot(registry, &index)) {
+        atomic_fetch_add(&registry->overflow, 1);
+        return 0;
+    }
+    sp_thread_slot *slot = &registry->slots[index];
+    uint32_t generation = (atomic_load(&slot->generation) + 1) & 0xFFFFFF;
+    slot->tstate = tstate;
+    slot->ident = tstate->thread_id;
+    sentinel->tid = native_tid(tstate);
+    slot->tid = sentinel->tid;
+    slot->altstack = sentinel->altstack;
+    slot->altstack_checked = 0;
+    slot->timer.valid = 0;
+    slot->last_cpu_ns = -1;
+    atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
+    atomic_store(&slot->generation, generation);
+    sentinel->session = registry->session;
+    sentinel->slot = index;
+    sentinel->generation = generation;
+    atomic_store_explicit(&slot->state, SP_SLOT_ALIVE, memory_order_release);
+    if (index >= atomic_load(&registry->high_water)) {
+        atomic_store(&registry->high_water, index + 1);
+    }
+    on_register(slot, index);
+    return 1;
+}
+
 int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _ts *skip,
                      sp_on_register on_register)
 {
@@ -182,41 +241,31 @@ int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _t
             unbound = 1;
             continue;
         }
-        int error;
-        sp_sentinel *sentinel = sentinel_for(tstate, &error);
-        if (error) {
+        if (sp_registry_add(registry, tstate, on_register) < 0) {
             return -1;
         }
-        if (sentinel->session == registry->session) {
-            continue; /* registered in this run already */
-        }
-        uint32_t index;
-        if (!find_free_slot(registry, &index)) {
-            atomic_fetch_add(&registry->overflow, 1);
-            continue;
-        }
-        sp_thread_slot *slot = &registry->slots[index];
-        uint32_t generation = (atomic_load(&slot->generation) + 1) & 0xFFFFFF;
-        slot->tstate = tstate;
-        slot->ident = tstate->thread_id;
-        sentinel->tid = native_tid(tstate);
-        slot->tid = sentinel->tid;
-        slot->altstack = sentinel->altstack;
-        slot->altstack_checked = 0;
-        slot->timer.valid = 0;
-        slot->last_cpu_ns = -1;
-        atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
-        atomic_store(&slot->generation, generation);
-        sentinel->session = registry->session;
-        sentinel->slot = index;
-        sentinel->generation = generation;
-        atomic_store_explicit(&slot->state, SP_SLOT_ALIVE, memory_order_release);
-        if (index >= atomic_load(&registry->high_water)) {
-            atomic_store(&registry->high_water, index + 1);
-        }
-        on_register(slot, index);
     }
     return unbound;
+}
+
+int sp_registry_exclude(struct _ts *tstate)
+{
+    int error;
+    sp_sentinel *sentinel = sentinel_for(tstate, &error);
+    if (error) {
+        return -1;
+    }
+    sentinel->excluded = 1;
+    int released = release_slot(sentinel);
+    if (sentinel->altstack != NULL && sentinel->tid == sp_current_tid()) {
+        /* Never signalled from now on: no alternate stack needed. Freed here,
+         * by its own thread, since a thread still running at exit has its
+         * dict cleared by another one, which must leave it in place. */
+        sp_altstack_release(sentinel->altstack);
+        free(sentinel->altstack);
+        sentinel->altstack = NULL;
+    }
+    return released;
 }
 
 void sp_registry_reclaim(sp_thread_registry *registry, uint32_t index)

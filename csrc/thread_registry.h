@@ -3,8 +3,9 @@
  * carries), never through interpreter calls that may lock or that return
  * NULL while the thread has released the GIL.
  *
- * Slots are allocated and reclaimed by the collector thread under the GIL;
- * a thread's exit marks its slot EXITED from the thread itself, before its
+ * Slots are allocated under the GIL, by a thread starting (it registers
+ * itself) or by the collector's scan (threads started otherwise), and
+ * reclaimed by the collector; a thread's exit marks its slot EXITED from the thread itself, before its
  * thread state is freed (a sentinel object in the thread state's dict is
  * deallocated by PyThreadState_Clear). */
 #ifndef SIGPROF_THREAD_REGISTRY_H
@@ -49,12 +50,18 @@ typedef struct {
     int still_idle;            /* ticker-private, this tick */
 } sp_thread_slot;
 
-typedef struct {
+struct sp_thread_registry;
+/* Called by a thread leaving, after it marked its slot EXITED (holding the
+ * GIL, never in a signal handler). */
+typedef void (*sp_on_exit)(struct sp_thread_registry *registry);
+
+typedef struct sp_thread_registry {
     sp_thread_slot *slots;
     uint32_t capacity;
     _Atomic uint32_t high_water; /* slots at or above are FREE */
     _Atomic uint64_t overflow;   /* threads not sampled: no free slot */
     uint64_t session;            /* distinguishes sentinels of earlier runs */
+    sp_on_exit on_exit;          /* or NULL */
 } sp_thread_registry;
 
 /* The ticker reads another thread's state only between these two: a thread
@@ -86,8 +93,18 @@ uint32_t sp_cookie_generation(uint64_t cookie);
 /* Called for each newly registered thread (timers are created here). */
 typedef void (*sp_on_register)(sp_thread_slot *slot, uint32_t index);
 
+/* Under the GIL: registers one bound thread state unless it is registered
+ * already or excluded. 1 if it took a slot, 0 if not, -1 on a Python error. */
+int sp_registry_add(sp_thread_registry *registry, struct _ts *tstate, sp_on_register on_register);
+
+/* Under the GIL, from the thread itself: marks it as one of sigprof's own, never to be
+ * registered (in this run or any later one), and releases the slot it holds
+ * in the active registry (the ticker reclaims it). 1 if it held one, 0 if
+ * not, -1 on a Python error. */
+int sp_registry_exclude(struct _ts *tstate);
+
 /* Under the GIL: registers every thread state of interp not yet registered
- * (except skip). Returns 1 if some thread state was not yet bound to an OS
+ * (except skip and excluded ones). Returns 1 if some thread state was not yet bound to an OS
  * thread (scan again later), 0 otherwise, -1 on a Python error. */
 int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _ts *skip,
                      sp_on_register on_register);

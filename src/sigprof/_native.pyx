@@ -3,7 +3,7 @@
 the sampling itself happens in C, in signal handlers and two native threads.
 
 Frames come out as raw tuples (kind, name, filename, lineno, first_lineno);
-sigprof.sampler gives them their public shape."""
+sigprof.core.sampler gives them their public shape."""
 
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
@@ -34,11 +34,22 @@ from sigprof._csrc.sampler cimport (
     sp_sampler_start,
     sp_sampler_stop,
     sp_sampler_supported,
+    sp_sampler_register_current_thread,
+    sp_sampler_exclude_current_thread,
 )
 from sigprof._csrc.platform cimport (
     sp_signal_ignore_for_exec,
     sp_signal_handler_ours,
+    sp_interrupt_thread_after,
     sp_signal_restore_after_exec_failure,
+)
+from sigprof._csrc.layout_check cimport (
+    sp_layout_check_table,
+    sp_layout_field_count,
+    sp_layout_field_name,
+    sp_layout_field_position,
+    sp_layout_runtime_table,
+    sp_layout_table_size,
 )
 from sigprof._csrc.thread_registry cimport sp_registry_ready_types
 
@@ -58,6 +69,37 @@ def supported():
     why[0] = 0
     ok = sp_sampler_supported(why, sizeof(why))
     return bool(ok), why.decode("utf-8", "replace")
+
+
+def layout_table():
+    """A copy of the layout table the interpreter publishes for debuggers
+    (_PyRuntime.debug_offsets), or b"" before CPython 3.13."""
+    cdef const unsigned char *table = sp_layout_runtime_table()
+    if table == NULL:
+        return b""
+    return table[:sp_layout_table_size()]
+
+
+def layout_fields():
+    """The fields of that table the layout check compares, as (name, byte
+    position in the table)."""
+    return [(sp_layout_field_name(i).decode("ascii"), sp_layout_field_position(i))
+            for i in range(sp_layout_field_count())]
+
+
+def layout_problem(bytes table):
+    """The layout check run over `table` (laid out as layout_table()): why it
+    refuses, or None. supported() runs it over the runtime's own table; tests
+    give it an altered copy."""
+    cdef char why[512]
+    if len(table) != sp_layout_table_size():
+        raise ValueError(f"a layout table has {sp_layout_table_size()} bytes, not {len(table)}")
+    if sp_layout_table_size() == 0:
+        return None
+    why[0] = 0
+    if sp_layout_check_table(table, why, sizeof(why)) == 0:
+        return None
+    return why.decode("utf-8", "replace")
 
 
 def start(int64_t interval_ns, str clock, unsigned int max_depth, unsigned int max_threads,
@@ -164,6 +206,9 @@ def counters():
         "stale_signals": c.stale_signals,
         "ticks": c.ticks,
         "registered_threads": c.registered_threads,
+        "collector_gil_rounds": c.collector_gil_rounds,
+        "ring_written": c.ring_written,
+        "ring_capacity": c.ring_capacity,
         "base_ns": c.base_ns,
         "interval_ns": c.interval_ns,
         "samples": 0,
@@ -183,6 +228,33 @@ def counters():
                 signals[ident] = count
             bucket += 1
     return result
+
+
+def register_current_thread():
+    """From a thread starting: sampled from now on, not from the next scan.
+    True if it was registered by this call."""
+    cdef int registered = sp_sampler_register_current_thread()
+    if registered < 0:
+        raise MemoryError("sigprof: could not register the thread")
+    return registered == 1
+
+
+def exclude_current_thread():
+    """The calling thread is never sampled again (sigprof's own threads)."""
+    if sp_sampler_exclude_current_thread() < 0:
+        raise MemoryError("sigprof: could not mark the thread")
+
+
+def interrupt_thread_after(int native_id, double seconds):
+    """A SIGINT to the thread in `seconds` (0: the one armed is cancelled),
+    from a kernel timer: it arrives as a
+    real Ctrl-C does. Sent by a thread of ours instead, it found the main
+    thread parked at the eval loop's check for the GIL that thread took, and
+    3.11/3.12 then raise the KeyboardInterrupt at the loop's back-jump,
+    outside the `try` around a one-line `while` (a CPython bug)."""
+    cdef long long delay_ns = <long long>(seconds * 1e9)
+    if sp_interrupt_thread_after(native_id, delay_ns if delay_ns > 0 or seconds == 0 else 1) != 0:
+        raise OSError("sigprof: could not arm the duration timer")
 
 
 def ignore_sigprof_for_exec():

@@ -137,7 +137,13 @@ static void build(fz_reader *in, PyThreadState *tstate)
             if (frame == NULL) {
                 continue;
             }
+#if PY_VERSION_HEX >= 0x030E0000
+            /* 3.14+ frames hold tagged references: the low bit set marks one
+             * that owns no count. */
+            put_word(frame, offsetof(fz_frame, FRAME_CODE), code | (uintptr_t)(lasti & Py_TAG_REFCNT));
+#else
             put_word(frame, offsetof(fz_frame, FRAME_CODE), code);
+#endif
             put_word(frame, offsetof(fz_frame, FRAME_BACK), back);
 #if PY_VERSION_HEX >= 0x030B0000
             /* Near the code's instructions: before, inside, at and past the end. */

@@ -14,6 +14,10 @@
  *    PyCode_Addr2Line at any offset. Only memory safety and the structure of
  *    what comes out are checked: CPython defines no line for a malformed table.
  *
+ * Records often repeat the one before (a stack met again is interned whole,
+ * by one hash of the record): every record remembered that way must name
+ * the stack its frames resolve to, frame by frame.
+ *
  * Invariants (both): no read or write out of bounds by sigprof's code
  * (AddressSanitizer; PYTHONMALLOC=malloc puts Python's objects in its view
  * too, though CPython's own reads, PyCode_Addr2Line's included, are not
@@ -295,6 +299,53 @@ static void check_samples(fz_state *s)
     free(samples);
 }
 
+/* Each remembered record's stack is its frames, resolved: same code (by
+ * serial), same offset, the truncation marker where the record had one. */
+static void check_raw_stacks(const fz_state *s)
+{
+    const sp_resolver *r = &s->resolver;
+    for (uint64_t i = 0; i < r->raw_count; i++) {
+        const struct sp_raw_stack *raw = &r->raw_stacks[i];
+        uint32_t truncated = (raw->flags & SP_RECORD_TRUNCATED) != 0;
+        if (raw->stack_id < 0 || (uint64_t)raw->stack_id >= r->stack_count ||
+            sp_resolver_stack_length(r, (uint64_t)raw->stack_id) != raw->length + truncated) {
+            FZ_FAIL("remembered record %lu: stack %d does not have its %u frames",
+                    (unsigned long)i, raw->stack_id, raw->length);
+        }
+        for (uint32_t f = 0; f < raw->length + truncated; f++) {
+            int32_t id = sp_resolver_stack_frame(r, (uint64_t)raw->stack_id, f);
+            const sp_frame_entry *frame = sp_resolver_frame(r, (uint64_t)id);
+            if (f == raw->length) {
+                if (frame->kind != SP_FRAME_TRUNCATED) {
+                    FZ_FAIL("remembered record %lu: no truncation marker", (unsigned long)i);
+                }
+                continue;
+            }
+            const sp_frame_ref *ref = &r->raw_frames[raw->offset + f];
+            if (frame->kind != SP_FRAME_CODE || code_of_serial(s, frame->key >> 32) != ref->code ||
+                (int32_t)(uint32_t)frame->key != ref->instr_offset) {
+                FZ_FAIL("remembered record %lu: frame %u is not the record's", (unsigned long)i, f);
+            }
+        }
+    }
+}
+
+/* The record added last, for repeats; depth 0 until there is one. */
+static unsigned char fz_last_record[sizeof(sp_record) + 32 * sizeof(sp_frame_ref)];
+
+static void repeat_record(fz_state *s)
+{
+    const sp_record *last = (const sp_record *)fz_last_record;
+    uint64_t position;
+    sp_record *record = sp_ring_reserve(&s->ring, &position);
+    if (record == NULL) {
+        return;
+    }
+    uint32_t stored = last->depth < s->max_depth ? last->depth : s->max_depth;
+    memcpy(record, last, sizeof(sp_record) + stored * sizeof(sp_frame_ref));
+    sp_ring_commit(&s->ring, position);
+}
+
 static void add_record(fz_state *s, fz_reader *in)
 {
     uint64_t position;
@@ -326,6 +377,8 @@ static void add_record(fz_state *s, fz_reader *in)
         ref->first_lineno = code != NULL && (which & 0x80) == 0 ? code->co_firstlineno
                                                                : (int32_t)fz_u16(in);
     }
+    uint32_t stored = depth < s->max_depth ? depth : s->max_depth;
+    memcpy(fz_last_record, record, sizeof(sp_record) + stored * sizeof(sp_frame_ref));
     sp_ring_commit(&s->ring, position);
 }
 
@@ -337,6 +390,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t thread_slots = 1 + fz_u8(&in) % 8;
     int64_t interval_ns = 1 + fz_u16(&in);
     int64_t base_ns = (int64_t)fz_u32(&in);
+    int fill_gaps = (int)(base_ns & 1); /* the wall clock's resolver, or the cpu clock's */
     PyObject *codes[4];
     int32_t *lines[FZ_MAX_POOL];
 #ifdef FZ_LINES
@@ -366,6 +420,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 #endif
     s.lines = lines;
+    memset(fz_last_record, 0, sizeof(fz_last_record));
     if (sp_ring_init(&s.ring, RING_CAPACITY, s.max_depth) != 0 ||
         sp_resolver_init(&s.resolver, thread_slots, s.max_depth) != 0) {
         abort();
@@ -373,18 +428,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int64_t last_tick = 0;
     while (fz_more(&in)) {
         uint8_t op = fz_u8(&in);
-        if (op % 8 < 6) {
+        if (op % 8 < 4) {
             add_record(&s, &in);
+        } else if (op % 8 < 6) {
+            repeat_record(&s);
         } else {
             last_tick += op >> 4;
-            sp_resolver_collect(&s.resolver, &s.ring, base_ns, interval_ns, last_tick);
+            sp_resolver_collect(&s.resolver, &s.ring, base_ns, interval_ns, last_tick, fill_gaps);
             check_samples(&s);
+            check_raw_stacks(&s);
             if (op % 8 == 7 && sp_resolver_reset_interning(&s.resolver) != 0) {
                 abort();
             }
         }
     }
-    sp_resolver_collect(&s.resolver, &s.ring, base_ns, interval_ns, last_tick + 1);
+    sp_resolver_collect(&s.resolver, &s.ring, base_ns, interval_ns, last_tick + 1, fill_gaps);
     check_samples(&s);
 #ifdef FZ_LINES
     /* As the code watcher does before a code object goes. */

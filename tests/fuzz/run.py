@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CSRC = HERE.parents[1] / "csrc"
-VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 RESOLVER = ["fuzz_resolver.c", "intern.c", "hash_map.c", "ring_buffer.c"]
 TARGETS: dict[str, tuple[list[str], list[str]]] = {
     # name: (sources, defines)

@@ -41,7 +41,12 @@ static one_frame_stack *build(PyThreadState *tstate)
     /* Two code units in: past 3.11's first traceable instruction. */
     stack->frame.owner = FRAME_OWNED_BY_THREAD;
 #if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX >= 0x030E0000
+    /* A tagged reference: the low bit marks one that owns no count. */
+    stack->frame.f_executable.bits = (uintptr_t)&stack->code | Py_TAG_REFCNT;
+#else
     stack->frame.f_executable = (PyObject *)&stack->code;
+#endif
     stack->frame.instr_ptr = _PyCode_CODE(&stack->code) + 2;
     tstate->current_frame = &stack->frame;
 #else

@@ -26,6 +26,9 @@ cdef extern from "sampler.h" nogil:
         uint64_t stale_signals
         uint64_t ticks
         uint64_t registered_threads
+        uint64_t collector_gil_rounds
+        uint64_t ring_written
+        uint64_t ring_capacity
         int64_t base_ns
         int64_t interval_ns
 
@@ -36,3 +39,5 @@ cdef extern from "sampler.h" nogil:
     sp_resolver *sp_sampler_resolver()
     void sp_sampler_counters(sp_counters *counters)
     int sp_sampler_supported(char *why, size_t why_len)
+    int sp_sampler_register_current_thread() with gil
+    int sp_sampler_exclude_current_thread() with gil
