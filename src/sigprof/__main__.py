@@ -2,7 +2,7 @@
 
 import sys
 
-from sigprof.cli import main
+from sigprof.local.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ import sys
 import time
 
 import sigprof
-from sigprof import sentry_init
+from sigprof.sentry import integration as sentry_init
 
 def handle_request(seconds):
     end = time.monotonic() + seconds

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import sigprof
-from sigprof import cli
-from sigprof.exports import sentry_chunk
-from sigprof.local_chunks import ENV_OUTPUT_DIR, LocalChunkWriter, read_directory
-from sigprof.sample_source import SOURCE, EpochTables
+from sigprof.chunks.local_chunks import ENV_OUTPUT_DIR, LocalChunkWriter, read_directory
+from sigprof.core.sample_source import SOURCE, EpochTables
+from sigprof.formats import sentry_chunk
+from sigprof.local import cli
 from tests.exports.conftest import INTERVAL, T0, known_profile
 from tests.exports.test_sentry_chunk import vroom_parse
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sigprof.exports import collapsed, pprof, sentry_chunk, speedscope
+from sigprof.formats import collapsed, pprof, sentry_chunk, speedscope
 from tests.exports.conftest import known_profile
 
 from .conftest import sigprof_cli
@@ -80,3 +80,37 @@ def test_view_missing_file(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot read gone.json" in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_view_never_overwrites_a_file_it_named(tmp_path: Path) -> None:
+    """a.pyspy.json and a.sigprof.json each get their own page; a page a
+    second view would have written over gets a new name."""
+    (tmp_path / "a.pyspy.json").write_bytes(speedscope.render(known_profile()))
+    (tmp_path / "a.sigprof.json").write_bytes(sentry_chunk.render(known_profile()))
+    (tmp_path / "a.html").write_text("mine")
+    written = [sigprof_cli("view", name, cwd=tmp_path).stdout.strip()
+               for name in ("a.pyspy.json", "a.sigprof.json", "a.pyspy.json")]
+    assert written == ["a.pyspy.html", "a.sigprof.html", "a.pyspy-2.html"]
+    assert (tmp_path / "a.html").read_text() == "mine"
+    for name in written:
+        assert "Model.crunch" in _functions_in((tmp_path / name).read_text())
+
+
+# `py-spy record --format raw` (0.4.2) of a one-function program: a sample with
+# no Python frame is written " 1"; with --threads --subprocesses the process
+# and the thread lead each stack as frames
+PY_SPY_RAW = "<module> (ps.py:5);work (ps.py:4) 111\n 1\n"
+PY_SPY_RAW_THREADS = (
+    'process 27346:"/tmp/venv/bin/python ps.py";thread (27346) 1\n'
+    'process 27346:"/tmp/venv/bin/python ps.py";thread (27346);<module> (ps.py:5);work (ps.py:4) 109\n'
+)
+
+
+@pytest.mark.parametrize("raw", [PY_SPY_RAW, PY_SPY_RAW_THREADS])
+def test_view_reads_py_spy_raw_output(tmp_path: Path, raw: str) -> None:
+    (tmp_path / "raw.txt").write_text(raw)
+    result = sigprof_cli("view", "raw.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "work" in _functions_in((tmp_path / "raw.html").read_text())
+    profile = collapsed.parse(raw)
+    assert profile.sample_count() == 2 and profile.total_weight() == (112 if raw == PY_SPY_RAW else 110)

@@ -3,10 +3,11 @@ the highest frequency: no crash, and no frame ever named after another
 function that happened to reuse a freed code object's address."""
 
 import gc
+import time
 
 import pytest
 
-from sigprof.sampler import MAX_FREQUENCY
+from sigprof.core.sampler import MAX_FREQUENCY
 
 
 def make_function(i: int):
@@ -47,3 +48,31 @@ def test_exec_churn_never_misnames(sampler_factory, clock):
                 assert frame.function == f"churn_{frame.filename[7:-1]}", frame
                 checked += 1
     assert checked > 50
+
+
+def test_a_stack_met_again_at_a_reused_address_is_named_afresh(sampler_factory):
+    # A record repeating one seen before is interned whole; when a code
+    # object goes and another takes its address, a record of the new one can
+    # be the old one's bit for bit (same offsets, same callers): answered
+    # from the old one's stack, it would name a function that had already
+    # returned. (Samples can be dated earlier than their signal, when it
+    # stands for timer expirations merged while it was pending, never later.)
+    sampler = sampler_factory(frequency=MAX_FREQUENCY, clock="cpu")
+    ended = {}
+    addresses = set()
+    with sampler:
+        for i in range(150):
+            function = make_function(i)
+            addresses.add(id(function.__code__))
+            function(0.01)
+            ended[f"churn_{i}"] = time.monotonic_ns()
+            del function
+            gc.collect()
+    assert len(addresses) < len(ended)  # addresses were reused: the case under test
+    checked = 0
+    for sample in sampler.samples():
+        for frame in sample.frames:
+            if frame.filename.startswith("<churn-") and frame.function in ended:
+                assert sample.timestamp_ns <= ended[frame.function], frame.function
+                checked += 1
+    assert checked > 100

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from sigprof.sampler import MAX_FREQUENCY
+from sigprof.core.sampler import MAX_FREQUENCY
 from tests.core.workloads import spin
 
 libc = ctypes.CDLL(None, use_errno=True)

@@ -5,17 +5,7 @@ import time
 
 import pytest
 
-
-def calibrate_sum() -> int:
-    """Size of sum(range(n)) that holds the GIL for about 0.1 s."""
-    n = 1_000_000
-    while True:
-        start = time.perf_counter()
-        sum(range(n))
-        elapsed = time.perf_counter() - start
-        if elapsed > 0.02:
-            return int(n * 0.1 / elapsed)
-        n *= 4
+from tests.core.workloads import sum_size_holding_the_gil
 
 
 def python_work(seconds: float) -> None:
@@ -31,7 +21,7 @@ def c_call(n: int) -> int:
 
 @pytest.mark.parametrize("clock", ["wall", "cpu"])
 def test_gil_holding_c_call_gets_its_share(sampler_factory, clock):
-    n = calibrate_sum()
+    n = sum_size_holding_the_gil(0.1)
     sampler = sampler_factory(frequency=101, clock=clock)
     # The wall clock samples wall time, the cpu clock CPU time: they differ
     # when other processes take the CPU away.

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from sigprof.sampler import MAX_FREQUENCY
+from sigprof.core.sampler import MAX_FREQUENCY
 from tests.core.workloads import spin
 
 

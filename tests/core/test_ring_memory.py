@@ -5,7 +5,7 @@ arriving late in a run do not make the process grow (the stress soak saw
 import sys
 import threading
 
-from sigprof.sampler import MAX_FREQUENCY
+from sigprof.core.sampler import MAX_FREQUENCY
 from tests.core.workloads import spin
 
 MIB = 1024 * 1024

@@ -64,11 +64,12 @@ def test_blocked_threads_repeat_without_signals(sampler_factory):
             assert sample.frames[0].function.endswith(f"<locals>.{function}")
         ident = threads[0 if name == "sleeper" else 1].ident
         assert stats["signals"].get(ident, 0) == 0, (name, stats["signals"])
-    # The running main thread is sampled by signals. (When other processes
-    # keep it off the CPU for several ticks, their signals merge into one.)
+    # The running main thread samples itself by its CPU timer, one signal
+    # per interval of its CPU time; the ticks it spends runnable but off the
+    # CPU (other processes running) are filled in at the drain.
     main = by_thread["MainThread"]
-    assert len(main) >= ticks * 0.5
-    assert stats["signals"][threading.main_thread().ident] >= ticks * 0.5
+    assert len(main) >= ticks * 0.9, (len(main), ticks)
+    assert stats["signals"][threading.main_thread().ident] >= 1
 
 
 def test_thread_that_wakes_up_is_sampled_again(sampler_factory):

@@ -24,3 +24,16 @@ def recurse(depth: int, seconds: float) -> float:
     if depth <= 1:
         return spin(seconds)
     return recurse(depth - 1, seconds)
+
+
+def sum_size_holding_the_gil(seconds: float) -> int:
+    """n such that sum(range(n)), one C call that never lets the GIL go,
+    takes about `seconds` of this thread's CPU time here."""
+    n = 1_000_000
+    while True:
+        start = time.thread_time()
+        sum(range(n))
+        elapsed = time.thread_time() - start
+        if elapsed > 0.02:
+            return int(n * seconds / elapsed)
+        n *= 4

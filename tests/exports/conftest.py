@@ -7,11 +7,11 @@ import time
 import pytest
 
 import sigprof
-from sigprof.profile_model import Profile, ProfileBuilder
-from sigprof.sampler import Frame
+from sigprof.core.sampler import Frame
+from sigprof.formats.profile_model import Profile, ProfileBuilder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# speedscope's published schema (MIT), a copy of shared/data/speedscope-file-format-schema.json
+# speedscope's published file-format schema (MIT), copied here
 SPEEDSCOPE_SCHEMA = os.path.join(HERE, "speedscope-file-format-schema.json")
 
 MAIN = Frame("<module>", "/srv/app/main.py", "__main__", 3)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from sigprof.exports import collapsed
-from sigprof.profile_model import Profile, top_functions
-from sigprof.sampler import Frame
+from sigprof.core.sampler import Frame
+from sigprof.formats import collapsed
+from sigprof.formats.profile_model import Profile, top_functions
 
 
 def test_lines_are_root_first_with_counts(
@@ -52,7 +52,7 @@ def test_parse_reads_flamegraph_pl_style_frames() -> None:
 
 
 def test_library_frames_from_short_names_are_not_the_users() -> None:
-    from sigprof.exports.labels import in_app
+    from sigprof.formats.labels import in_app
 
     profile = collapsed.parse("<module> (app.py:1);dumps (json/__init__.py:231) 2\n")
     frames = {f.function: f for f in profile.frames}

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from sigprof.exports import html
-from sigprof.profile_model import Profile
-from sigprof.sampler import Frame
+from sigprof.core.sampler import Frame
+from sigprof.formats import html
+from sigprof.formats.profile_model import Profile
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"

@@ -10,8 +10,8 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-from sigprof.exports import pprof
-from sigprof.profile_model import Profile
+from sigprof.formats import pprof
+from sigprof.formats.profile_model import Profile
 
 from .conftest import INTERVAL, T0
 

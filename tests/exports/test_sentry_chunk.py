@@ -5,9 +5,9 @@ import json
 import pytest
 import vroomrs
 
-from sigprof.exports import sentry_chunk
-from sigprof.profile_model import Profile, top_functions
-from sigprof.sampler import Frame
+from sigprof.core.sampler import Frame
+from sigprof.formats import sentry_chunk
+from sigprof.formats.profile_model import Profile, top_functions
 
 from .conftest import INTERVAL, T0
 

@@ -13,9 +13,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sigprof.exports import sentry_chunk
-from sigprof.profile_model import Profile
-from sigprof.sampler import Frame
+from sigprof.core.sampler import Frame
+from sigprof.formats import sentry_chunk
+from sigprof.formats.profile_model import Profile
 
 from .test_sentry_chunk import vroom_parse
 

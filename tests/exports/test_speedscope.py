@@ -5,8 +5,8 @@ import json
 import jsonschema
 import pytest
 
-from sigprof.exports import speedscope
-from sigprof.profile_model import Profile, top_functions
+from sigprof.formats import speedscope
+from sigprof.formats.profile_model import Profile, top_functions
 
 from .conftest import SPEEDSCOPE_SCHEMA
 

@@ -20,17 +20,13 @@ from pathlib import Path
 import pytest
 
 import sigprof
+from sigprof._native_support import this_interpreter_unsupported_reason
 
 PACKAGE_DIR = Path(sigprof.__file__).resolve().parent
 
 
 def _native_expected() -> bool:
-    return (
-        sys.platform == "linux"
-        and sys.implementation.name == "cpython"
-        and (3, 9) <= sys.version_info[:2] <= (3, 13)
-        and not sysconfig.get_config_var("Py_GIL_DISABLED")
-    )
+    return this_interpreter_unsupported_reason() is None
 
 
 def _dist():

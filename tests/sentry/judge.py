@@ -1,5 +1,7 @@
 """Judging payloads with Sentry's own parsers (vroomrs, sentry-relay) plus the
-ingestion rules of ../shared/design/sentry-format.md that they do not apply."""
+ingestion rules of Relay (Sentry's event server) that they do not apply: a
+chunk spans at most 66 s, thread ids are strings, a thread needs two samples
+with frames."""
 
 from __future__ import annotations
 

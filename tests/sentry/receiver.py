@@ -55,7 +55,7 @@ def parse_envelope(body: bytes) -> Envelope:
     return Envelope(headers, items)
 
 
-JSON_TYPES = {"transaction", "event", "profile", "profile_chunk", "client_report", "session"}
+JSON_TYPES = {"transaction", "event", "profile", "profile_chunk", "client_report", "session", "span"}
 
 
 class Receiver:

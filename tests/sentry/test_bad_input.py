@@ -11,7 +11,14 @@ import sentry_sdk
 from sentry_sdk.profiler import continuous_profiler
 
 import sigprof
-from tests.sentry.judge import check_chunk, normalize_transaction
+from tests.sentry.generations import (
+    SDK_GENERATION,
+    requires_sdk2,
+    sent_roots,
+    sent_spans,
+    start_root,
+)
+from tests.sentry.judge import check_chunk
 from tests.sentry.receiver import Receiver
 
 SDK_LOGGER = "sentry_sdk.errors"
@@ -27,17 +34,19 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
 
 
+def _profiles(receiver: Receiver) -> list[Any]:
+    """Profile data of either kind: transaction profiles (2.x), chunks."""
+    return [*receiver.payloads("profile"), *receiver.payloads("profile_chunk")]
+
+
 @pytest.mark.parametrize("rate", [-0.5, 1.5, float("nan"), "0.5", "abc", [1]])
 def test_invalid_profiles_sample_rate(
     receiver: Receiver, caplog: pytest.LogCaptureFixture, rate: Any
 ) -> None:
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
     sigprof.init(dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profiles_sample_rate=rate)
-    with sentry_sdk.start_transaction(name="still sent"):
-        busy(0.05)
-    sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    assert receiver.payloads("profile") == []
+    _still_sent(receiver)
+    assert _profiles(receiver) == []
     if not (isinstance(rate, float) and rate < 0):  # the SDK treats a negative rate as "off"
         assert "sample rate" in _warnings(caplog).lower()
 
@@ -46,21 +55,18 @@ def test_invalid_profiles_sample_rate(
 def test_invalid_profile_session_sample_rate(
     receiver: Receiver, caplog: pytest.LogCaptureFixture, rate: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sigprof import continuous_scheduler
+    from sigprof.sentry import sampling
 
-    monkeypatch.setattr(continuous_scheduler, "_decision", None)
+    monkeypatch.setattr(sampling, "_decision", None)
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
     sigprof.init(
         dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profile_session_sample_rate=rate
     )
     sentry_sdk.profiler.start_profiler()
     assert continuous_profiler.get_profiler_id() is None
-    with sentry_sdk.start_transaction(name="still sent"):
-        busy(0.05)
+    _still_sent(receiver)
     sentry_sdk.profiler.stop_profiler()
-    sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    assert receiver.payloads("profile_chunk") == []
+    assert _profiles(receiver) == []
     if rate is not None:
         assert "sample rate" in _warnings(caplog).lower()
 
@@ -82,17 +88,15 @@ def test_init_twice_keeps_everything(receiver: Receiver, caplog: pytest.LogCaptu
         lambda r: any(c["profiler_id"] == first_id for c in r.payloads("profile_chunk"))
     )
     sentry_sdk.profiler.start_profiler()
-    with sentry_sdk.start_transaction(name="after second init"):
+    with start_root("after second init"):
         busy(0.2)
     sentry_sdk.profiler.stop_profiler()
     sentry_sdk.flush()
-    receiver.wait_for(
-        lambda r: bool(r.payloads("transaction")) and len(r.payloads("profile_chunk")) == 2
-    )
+    receiver.wait_for(lambda r: bool(sent_roots(r)) and len(r.payloads("profile_chunk")) == 2)
     for chunk in receiver.payloads("profile_chunk"):
         check_chunk(chunk)
-    second_id = receiver.payloads("transaction")[0]["contexts"]["profile"]["profiler_id"]
-    assert second_id != first_id
+    second_id = sent_roots(receiver)[0].profiler_id
+    assert second_id is not None and second_id != first_id
 
 
 def test_stop_profiler_without_start(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
@@ -105,6 +109,7 @@ def test_stop_profiler_without_start(receiver: Receiver, caplog: pytest.LogCaptu
     assert _warnings(caplog).count("not started") == 2
 
 
+@requires_sdk2  # on 3.x profiles_sample_rate rates root spans of the continuous session
 def test_start_profiler_without_continuous_setup_warns(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=SDK_LOGGER)
     sigprof.init(debug=True, traces_sample_rate=1.0, profiles_sample_rate=1.0)
@@ -133,8 +138,8 @@ def test_span_exited_twice(receiver: Receiver, caplog: pytest.LogCaptureFixture)
     assert "exited more than once" in _warnings(caplog)
     assert "entered only once" in _warnings(caplog)
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    assert [e["transaction"] for e in receiver.payloads("transaction")] == ["twice"]
+    receiver.wait_for(lambda r: bool(sent_roots(r)))
+    assert [span.name for span in sent_spans(receiver)] == ["twice"]
 
 
 def test_invalid_span_sample_rate_runs_the_block(
@@ -159,13 +164,18 @@ def test_exceptions_pass_through_and_mark_the_span(receiver: Receiver) -> None:
         busy(0.05)
         raise ValueError("boom")
 
-    with sentry_sdk.start_transaction(name="errors"), pytest.raises(ValueError, match="boom"):
+    with start_root("errors"), pytest.raises(ValueError, match="boom"):
         fails()
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    (span,) = receiver.payloads("transaction")[0]["spans"]
-    # sentry-sdk before 2.3x carried the status as a tag
-    assert span.get("status", span.get("tags", {}).get("status")) == "internal_error"
+    receiver.wait_for(lambda r: bool(sent_roots(r)))
+    (span,) = [span for span in sent_spans(receiver) if not span.is_root]
+    if SDK_GENERATION >= 3:
+        assert span.status == "error"  # streamed spans know "ok" and "error"
+    else:
+        event_span = receiver.payloads("transaction")[0]["spans"][0]
+        # sentry-sdk before 2.3x carried the status as a tag
+        status = event_span.get("status", event_span.get("tags", {}).get("status"))
+        assert status == "internal_error"
 
 
 def test_decorator_without_any_client_just_runs() -> None:
@@ -178,14 +188,14 @@ def test_decorator_without_any_client_just_runs() -> None:
     with sigprof.start_profiling_span(description="no client") as span:
         assert work() == 5
     assert not span.profiled and span.span is None
-    assert not sigprof.sample_source.SOURCE.running
+    assert not sigprof.core.sample_source.SOURCE.running
 
 
 def _still_sent(receiver: Receiver, name: str = "still sent") -> None:
-    with sentry_sdk.start_transaction(name=name):
+    with start_root(name):
         busy(0.15)
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: name in [e["transaction"] for e in r.payloads("transaction")])
+    receiver.wait_for(lambda r: name in [root.name for root in sent_roots(r)])
 
 
 @pytest.mark.parametrize("returned", ["yes", -1, float("nan"), 2, [0.5]])
@@ -197,7 +207,7 @@ def test_profiles_sampler_returning_junk(
         dsn=receiver.dsn, debug=True, traces_sample_rate=1.0, profiles_sampler=lambda _: returned
     )
     _still_sent(receiver)
-    assert receiver.payloads("profile") == []
+    assert _profiles(receiver) == []
     assert "sample rate" in _warnings(caplog).lower()
 
 
@@ -210,7 +220,7 @@ def test_profiles_sampler_returning_none_or_raising(receiver: Receiver, behaviou
 
     sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sampler=sampler)
     _still_sent(receiver)
-    assert receiver.payloads("profile") == []
+    assert _profiles(receiver) == []
 
 
 @pytest.mark.parametrize("lifecycle", ["always", "Manual", None, 3])
@@ -274,7 +284,7 @@ def test_output_dir_from_the_environment_is_named(
 
 
 def test_output_dir_that_does_not_exist_is_created(tmp_path: Any) -> None:
-    from sigprof import sentry_init
+    from sigprof.sentry import integration as sentry_init
 
     directory = tmp_path / "new" / "deeper"
     sigprof.init(output_dir=str(directory))
@@ -301,10 +311,9 @@ def test_span_arguments_of_the_wrong_type_do_not_lose_the_transaction(
     with sigprof.start_profiling_span(description=123, op=object()):  # type: ignore[arg-type]
         assert work() == 3
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    (event,) = receiver.payloads("transaction")
-    normalize_transaction(event)
-    assert event["transaction"] == "123"
-    assert [span["description"] for span in event["spans"]] == ["5"]
+    receiver.wait_for(lambda r: bool(sent_roots(r)))
+    spans = sent_spans(receiver)
+    assert [span.name for span in spans if span.is_root] == ["123"]
+    assert [span.name for span in spans if not span.is_root] == ["5"]
     for option in ("description", "op", "name"):
         assert f"span's {option} must be a string" in _warnings(caplog)

@@ -11,9 +11,16 @@ import sentry_sdk
 from sentry_sdk.profiler import continuous_profiler
 
 import sigprof
-from sigprof import continuous
-from sigprof.continuous import SESSION
-from tests.sentry.judge import check_chunk, normalize_transaction, samples_between
+from sigprof.sentry import session as continuous
+from sigprof.sentry.session import SESSION
+from tests.sentry.generations import (
+    SDK_GENERATION,
+    sent_roots,
+    sent_spans,
+    start_child,
+    start_root,
+)
+from tests.sentry.judge import check_chunk, samples_between
 from tests.sentry.receiver import Receiver, wait_until
 
 
@@ -32,15 +39,12 @@ def test_manual_lifecycle_links_transactions_and_spans_to_chunks(receiver: Recei
     sentry_sdk.profiler.start_profiler()
     profiler_id = continuous_profiler.get_profiler_id()
     assert profiler_id is not None
-    with sentry_sdk.start_transaction(name="manual", op="task"):  # noqa: SIM117 - 3.9 syntax
-        with sentry_sdk.start_span(op="work", name="inner"):
-            spin(0.4)
+    with start_root("manual", op="task"), start_child("inner", op="work"):
+        spin(0.4)
     sentry_sdk.profiler.stop_profiler()
     assert continuous_profiler.get_profiler_id() is None
     sentry_sdk.flush()
-    receiver.wait_for(
-        lambda r: bool(r.payloads("profile_chunk")) and bool(r.payloads("transaction"))
-    )
+    receiver.wait_for(lambda r: bool(r.payloads("profile_chunk")) and len(sent_spans(r)) >= 2)
 
     # one chunk per envelope, nothing else in it, item header as Sentry wants
     for envelope, _ in receiver.items("profile_chunk"):
@@ -52,20 +56,21 @@ def test_manual_lifecycle_links_transactions_and_spans_to_chunks(receiver: Recei
     for chunk in chunks:
         check_chunk(chunk)
         assert chunk["profiler_id"] == profiler_id
-    (event,) = receiver.payloads("transaction")
-    normalize_transaction(event)
-    assert event["contexts"]["profile"]["profiler_id"] == profiler_id
-    trace_data = event["contexts"]["trace"]["data"]
+    if SDK_GENERATION == 2:
+        (event,) = receiver.payloads("transaction")
+        assert event["contexts"]["profile"]["profiler_id"] == profiler_id
+        assert event["contexts"]["trace"]["data"]["profiler_id"] == profiler_id
+    root, span = sorted(sent_spans(receiver), key=lambda s: not s.is_root)
     thread_id = str(threading.get_ident())
-    assert trace_data["profiler_id"] == profiler_id
-    assert trace_data["thread.id"] == thread_id
-    assert trace_data["thread.name"] == threading.current_thread().name
-    (span,) = event["spans"]
-    assert span["data"]["profiler_id"] == profiler_id
-    assert span["data"]["thread.id"] == thread_id
+    assert (root.name, root.is_root, span.name, span.is_root) == ("manual", True, "inner", False)
+    assert root.profiler_id == profiler_id
+    assert root.thread_id == thread_id
+    assert root.thread_name == threading.current_thread().name
+    assert span.profiler_id == profiler_id
+    assert span.thread_id == thread_id
     # samples on the span's clock, inside the span, showing the span's code
     samples = [s for chunk in chunks for s in chunk["profile"]["samples"]]
-    inside = samples_between(samples, thread_id, span["start_timestamp"], span["timestamp"])
+    inside = samples_between(samples, thread_id, span.start, span.end)
     assert len(inside) >= 2  # what Sentry needs to show a thread; no rate asserted (shared CI)
     chunk = chunks[0]
     frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
@@ -73,6 +78,14 @@ def test_manual_lifecycle_links_transactions_and_spans_to_chunks(receiver: Recei
     assert "spin" in shown
     assert "test_manual_lifecycle_links_transactions_and_spans_to_chunks" in shown
     assert chunk["profile"]["thread_metadata"][thread_id]["name"] == "MainThread"
+    # neither sigprof's housekeeping thread nor sentry-sdk's transport worker
+    for chunk in chunks:
+        frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
+        names = {meta.get("name") for meta in chunk["profile"]["thread_metadata"].values()}
+        assert not any(name and name.startswith("sentry-sdk") for name in names), names
+        for sample in chunk["profile"]["samples"]:
+            functions = {frames[i]["function"] for i in stacks[sample["stack_id"]]}
+            assert not functions & {"HousekeepingThread._run", "BackgroundWorker._target"}, functions
 
 
 def test_trace_lifecycle_shares_profiler_id_back_to_back_then_renews(receiver: Receiver) -> None:
@@ -84,25 +97,25 @@ def test_trace_lifecycle_shares_profiler_id_back_to_back_then_renews(receiver: R
     )
     assert continuous_profiler.get_profiler_id() is None
     ids = []
-    with sentry_sdk.start_transaction(name="first"):
+    with start_root("first"):
         ids.append(continuous_profiler.get_profiler_id())
         spin(0.2)
-    with sentry_sdk.start_transaction(name="second"):
+    with start_root("second"):
         ids.append(continuous_profiler.get_profiler_id())
         spin(0.2)
     assert ids[0] is not None and ids[0] == ids[1]
     wait_until(lambda: continuous_profiler.get_profiler_id() is None)  # full stop after linger
-    with sentry_sdk.start_transaction(name="third"):
+    with start_root("third"):
         ids.append(continuous_profiler.get_profiler_id())
         spin(0.2)
     assert ids[2] is not None and ids[2] != ids[0]
     wait_until(lambda: continuous_profiler.get_profiler_id() is None)
     sentry_sdk.flush()
     receiver.wait_for(lambda r: {c["profiler_id"] for c in _chunks(r)} == {ids[0], ids[2]})
-    events = {e["transaction"]: e for e in receiver.payloads("transaction")}
+    receiver.wait_for(lambda r: len(sent_roots(r)) == 3)
+    roots = {root.name: root for root in sent_roots(receiver)}
     for name, expected in zip(("first", "second", "third"), ids):
-        assert events[name]["contexts"]["profile"]["profiler_id"] == expected
-        normalize_transaction(events[name])
+        assert roots[name].profiler_id == expected
     for chunk in _chunks(receiver):
         check_chunk(chunk)
 
@@ -115,33 +128,35 @@ def test_auto_start_experiment_starts_at_init(receiver: Receiver) -> None:
         _experiments={"continuous_profiling_auto_start": True},
     )
     assert continuous_profiler.get_profiler_id() is None  # starts with the first transaction
-    with sentry_sdk.start_transaction(name="auto"):
+    with start_root("auto"):
         spin(0.2)
     profiler_id = continuous_profiler.get_profiler_id()
     assert profiler_id is not None  # and keeps running (manual lifecycle)
     spin(0.2)
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(_chunks(r)))
+    receiver.wait_for(lambda r: bool(_chunks(r)) and bool(sent_roots(r)))
     assert {c["profiler_id"] for c in _chunks(receiver)} == {profiler_id}
-    assert receiver.payloads("transaction")[0]["contexts"]["profile"]["profiler_id"] == profiler_id
+    assert sent_roots(receiver)[0].profiler_id == profiler_id
 
 
 def test_session_sample_rate_zero_never_profiles(receiver: Receiver) -> None:
     sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profile_session_sample_rate=0.0)
     sentry_sdk.profiler.start_profiler()
     assert continuous_profiler.get_profiler_id() is None
-    with sentry_sdk.start_transaction(name="plain"):
+    with start_root("plain"):
         spin(0.1)
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    assert "profile" not in receiver.payloads("transaction")[0]["contexts"]
+    receiver.wait_for(lambda r: bool(sent_roots(r)))
+    if SDK_GENERATION == 2:
+        assert "profile" not in receiver.payloads("transaction")[0]["contexts"]
+    assert sent_roots(receiver)[0].profiler_id is None
     assert _chunks(receiver) == []
 
 
 def test_session_decision_is_made_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sigprof import continuous_scheduler
+    from sigprof.sentry import sampling
 
-    monkeypatch.setattr(continuous_scheduler, "_decision", None)
+    monkeypatch.setattr(sampling, "_decision", None)
     decisions = []
     for _ in range(20):
         sigprof.init(profile_session_sample_rate=0.5)

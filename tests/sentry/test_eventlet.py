@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.sentry.generations import sent_roots
 from tests.sentry.judge import check_chunk, samples_between
 from tests.sentry.receiver import Receiver
 
@@ -26,9 +27,11 @@ APP = textwrap.dedent(
 
     import json, os, socket, sys, time
     import sentry_sdk
+    # 3.x: a root span, 2.x: a transaction
+    start_root = sentry_sdk.traces.start_span if int(sentry_sdk.VERSION[0]) >= 3 else sentry_sdk.start_transaction
     import sigprof
     from eventlet.patcher import original
-    from sigprof.sample_source import SOURCE
+    from sigprof.core.sample_source import SOURCE
 
     sigprof.init(dsn=sys.argv[1], traces_sample_rate=1.0, profile_session_sample_rate=1.0)
     sentry_sdk.profiler.start_profiler()
@@ -66,7 +69,7 @@ APP = textwrap.dedent(
     eventlet.spawn(echo_server, listener)
     port = listener.getsockname()[1]
 
-    with sentry_sdk.start_transaction(name="eventlet request") as transaction:
+    with start_root(name="eventlet request"):
         # long enough for a drain (every ~1 s) on a loaded machine
         drained_while_hogged = eventlet.spawn(green_hog, 2.5).wait()
         idle_start = time.time()
@@ -109,10 +112,8 @@ def test_eventlet_monkey_patched_app(receiver: Receiver, tmp_path: Path) -> None
     # sentry-sdk's worker, a green thread on the main thread, left its signals alone
     for number in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
         assert not facts["main_blocked_signals"] >> (number - 1) & 1, number
-    receiver.wait_for(
-        lambda r: bool(r.payloads("transaction")) and bool(r.payloads("profile_chunk"))
-    )
-    (event,) = receiver.payloads("transaction")
+    receiver.wait_for(lambda r: bool(sent_roots(r)) and bool(r.payloads("profile_chunk")))
+    (root,) = sent_roots(receiver)
     # Green threads run on the hub's OS thread, whose ident the samples carry.
     # (The transaction's thread.id is the green thread's: eventlet patches
     # threading.get_ident, and sentry-sdk reads it; its own profiler differs
@@ -124,7 +125,7 @@ def test_eventlet_monkey_patched_app(receiver: Receiver, tmp_path: Path) -> None
         check_chunk(chunk)
         frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
         samples = chunk["profile"]["samples"]
-        for sample in samples_between(samples, main, event["start_timestamp"], event["timestamp"]):
+        for sample in samples_between(samples, main, root.start, root.end):
             in_request.update(frames[i]["function"] for i in stacks[sample["stack_id"]])
         idle_start, idle_end = facts["idle"]
         for sample in samples_between(samples, main, idle_start + 0.1, idle_end - 0.1):

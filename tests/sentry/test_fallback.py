@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.sentry.generations import requires_sdk2
 from tests.sentry.judge import check_chunk, check_profile_v1
 from tests.sentry.receiver import Receiver
 
@@ -29,12 +30,15 @@ APP = textwrap.dedent(
         warnings.simplefilter("always")
         import sentry_sdk
         import sigprof
-        from sentry_sdk.profiler import continuous_profiler, transaction_profiler
+        from sentry_sdk.profiler import continuous_profiler
+        # 3.x: a root span, 2.x: a transaction
+        start_root = sentry_sdk.traces.start_span if int(sentry_sdk.VERSION[0]) >= 3 else sentry_sdk.start_transaction
 
         mode = sys.argv[2]
         if mode == "transaction":
             sigprof.init(dsn=sys.argv[1], traces_sample_rate=1.0, profiles_sample_rate=1.0)
             sigprof.init(dsn=sys.argv[1], traces_sample_rate=1.0, profiles_sample_rate=1.0)
+            from sentry_sdk.profiler import transaction_profiler  # 2.x only
             scheduler = type(transaction_profiler._scheduler).__name__
         else:
             sigprof.init(dsn=sys.argv[1], traces_sample_rate=1.0, profile_session_sample_rate=1.0)
@@ -46,7 +50,7 @@ APP = textwrap.dedent(
             while time.monotonic() < deadline:
                 sum(range(300))
 
-        with sentry_sdk.start_transaction(name="fallback"):
+        with start_root(name="fallback"):
             fallback_work()
 
         @sigprof.profile()
@@ -80,6 +84,7 @@ def _run(receiver: Receiver, tmp_path: Path, mode: str) -> dict:
     return facts
 
 
+@requires_sdk2
 def test_transaction_profiles_fall_back(receiver: Receiver, tmp_path: Path) -> None:
     facts = _run(receiver, tmp_path, "transaction")
     assert facts["scheduler"] == "ThreadScheduler"  # sentry-sdk's own

@@ -14,8 +14,8 @@ import pytest
 import sentry_sdk
 
 import sigprof
-from sigprof.continuous import SESSION
-from sigprof.sample_source import SOURCE
+from sigprof.core.sample_source import SOURCE
+from sigprof.sentry.session import SESSION
 from tests.core.workloads import spin
 from tests.sentry.judge import check_chunk
 from tests.sentry.receiver import Receiver
@@ -84,7 +84,7 @@ VMPROF_LATER = textwrap.dedent(
     """
     import json, sys, tempfile, time
     import sentry_sdk, sigprof, vmprof
-    from sigprof.sample_source import SOURCE
+    from sigprof.core.sample_source import SOURCE
 
     sigprof.init(dsn=sys.argv[1], profile_session_sample_rate=1.0)
     sentry_sdk.profiler.start_profiler()

@@ -20,12 +20,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sentry_sdk.consts import VERSION
 
-from sigprof.envelopes import chunk_envelope, chunk_json, has_enough_samples
-from sigprof.sample_source import EpochTables
-from sigprof.sampler import Frame
-from sigprof.sentry_frames import FrameConverter
-from sigprof.transaction_profiles import PROFILE_MINIMUM_SAMPLES, NativeProfile
+from sigprof.core.sample_source import EpochTables
+from sigprof.core.sampler import Frame
+from sigprof.formats.chunk_json import chunk_json, has_enough_samples
+from sigprof.formats.sentry_frames import FrameConverter
+from sigprof.sentry.envelopes import chunk_envelope, mark_in_app
+from sigprof.sentry.transaction_profiles import PROFILE_MINIMUM_SAMPLES, NativeProfile
 from tests.sentry import judge
 from tests.sentry.receiver import parse_envelope
 
@@ -85,16 +87,19 @@ def ids_valid(stream: dict[str, Any]) -> bool:
 
 def build_chunk(stream: dict[str, Any]) -> bytes:
     converter = FrameConverter()
+    frames = [converter.convert(frame) for frame in stream["frames"]]
+    mark_in_app(frames, stream["options"])
     return chunk_json(
         chunk_id=uuid.uuid4().hex,
         profiler_id=uuid.uuid4().hex,
-        frames=[converter.convert(frame) for frame in stream["frames"]],
+        frames=frames,
         stacks=stream["stacks"],
         samples=stream["samples"],
         unix_offset_ns=stream["unix_offset_ns"],
         thread_names=stream["thread_names"],
         options=stream["options"],
         sdk_name="sentry.python",
+        sdk_version=VERSION,
     )
 
 

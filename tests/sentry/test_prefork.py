@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.sentry.generations import requires_sdk2
 from tests.sentry.judge import check_chunk, check_profile_v1, functions_in
 from tests.sentry.receiver import Receiver
 
@@ -223,7 +224,7 @@ def _check_profiles(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["transaction", "trace", "manual"])
+@pytest.mark.parametrize("mode", [pytest.param("transaction", marks=requires_sdk2), "trace", "manual"])
 @pytest.mark.parametrize("preload", [True, False], ids=["preload", "no-preload"])
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_gunicorn(
@@ -259,7 +260,7 @@ def test_gunicorn(
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not UWSGI.exists(), reason="uwsgi is not installed (it builds from source)")
 @pytest.mark.parametrize("stop", ["graceful", "die-on-term"])
-@pytest.mark.parametrize("mode", ["transaction", "manual"])
+@pytest.mark.parametrize("mode", [pytest.param("transaction", marks=requires_sdk2), "manual"])
 def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str, stop: str) -> None:
     """uWSGI's default: the master imports the app, then forks the processes
     (no lazy-apps) from C; the app's threads need --enable-threads. A master

@@ -14,12 +14,15 @@ import sentry_sdk
 from sentry_sdk.profiler import continuous_profiler
 
 import sigprof
-from tests.sentry.judge import (
-    check_chunk,
-    check_profile_v1,
-    normalize_transaction,
-    samples_between,
+from tests.sentry.generations import (
+    SDK_GENERATION,
+    SentSpan,
+    requires_sdk2,
+    sent_roots,
+    sent_spans,
+    start_root,
 )
+from tests.sentry.judge import check_chunk, check_profile_v1, samples_between
 from tests.sentry.receiver import Receiver, wait_until
 
 
@@ -56,39 +59,38 @@ def _functions(receiver: Receiver, samples: list[dict[str, Any]]) -> set:
     return names
 
 
-def _profiler_ids(event: dict[str, Any]) -> set:
-    ids = {span.get("data", {}).get("profiler_id") for span in event.get("spans", [])}
-    ids.add(event["contexts"].get("profile", {}).get("profiler_id"))
-    return ids - {None}
-
-
-def _settle(receiver: Receiver, transactions: int) -> None:
-    wait_until(lambda: sigprof.continuous.SESSION.profiler_id is None)  # linger over
+def _settle(receiver: Receiver, roots: int) -> tuple[SentSpan, dict[str, SentSpan]]:
+    """Waits for the roots and the chunks their spans name; returns the
+    (last) root and its children by name."""
+    wait_until(lambda: sigprof.sentry.session.SESSION.profiler_id is None)  # linger over
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: len(r.payloads("transaction")) >= transactions)
+    receiver.wait_for(lambda r: len(sent_roots(r)) >= roots)
 
     def chunks_arrived(r: Receiver) -> bool:
         # the session's last chunk is sent just after its profiler_id is cleared
-        wanted = set().union(*(_profiler_ids(e) for e in r.payloads("transaction")))
+        wanted = {span.profiler_id for span in sent_spans(r)} - {None}
         return wanted <= {c["profiler_id"] for c in r.payloads("profile_chunk")}
 
     receiver.wait_for(chunks_arrived)
     for chunk in receiver.payloads("profile_chunk"):
         check_chunk(chunk)
-    for event in receiver.payloads("transaction"):
-        normalize_transaction(event)
+    spans = sent_spans(receiver)
+    root = [span for span in spans if span.is_root][-1]
+    children = [span for span in spans if not span.is_root and span.trace_id == root.trace_id]
+    return root, {span.name: span for span in children}
 
 
-def _assert_linked(receiver: Receiver, span: dict[str, Any], function: str) -> None:
-    data = span["data"]
-    inside = samples_between(
-        _all_samples(receiver), data["thread.id"], span["start_timestamp"], span["timestamp"]
-    )
+def _children(receiver: Receiver) -> list[SentSpan]:
+    return [span for span in sent_spans(receiver) if not span.is_root]
+
+
+def _assert_linked(receiver: Receiver, span: SentSpan, function: str) -> None:
+    inside = samples_between(_all_samples(receiver), span.thread_id, span.start, span.end)
     # Sentry shows a thread from 2 samples on; no sampling rate is asserted (shared CI)
-    assert len(inside) >= 2, f"{len(inside)} samples inside {span.get('description')}"
+    assert len(inside) >= 2, f"{len(inside)} samples inside {span.name}"
     shown = _functions(receiver, inside)
     assert any(same_function(n, function) for n in shown), shown
-    assert {c["profiler_id"] for c in receiver.payloads("profile_chunk")} >= {data["profiler_id"]}
+    assert {c["profiler_id"] for c in receiver.payloads("profile_chunk")} >= {span.profiler_id}
 
 
 class Report:
@@ -118,32 +120,31 @@ def test_decorated_function_without_transaction_opens_one_even_with_sessions_off
 
     assert continuous_profiler.get_profiler_id() is None
     expensive_operation()
-    _settle(receiver, 1)
-    (event,) = receiver.payloads("transaction")
-    assert event["transaction"].endswith("expensive_operation")
-    assert event["contexts"]["trace"]["op"] == "function"
-    trace = dict(event["contexts"]["trace"])
-    trace["start_timestamp"], trace["timestamp"] = event["start_timestamp"], event["timestamp"]
-    assert trace["data"]["thread.id"] == str(threading.get_ident())
-    assert event["contexts"]["profile"]["profiler_id"] == trace["data"]["profiler_id"]
-    _assert_linked(receiver, trace, "expensive_operation")
+    root, children = _settle(receiver, 1)
+    assert children == {}
+    assert root.name.endswith("expensive_operation")
+    assert root.op == "function"
+    assert root.thread_id == str(threading.get_ident())
+    if SDK_GENERATION == 2:
+        (event,) = receiver.payloads("transaction")
+        assert event["contexts"]["profile"]["profiler_id"] == root.profiler_id
+    _assert_linked(receiver, root, "expensive_operation")
 
 
 def test_decorated_methods_open_child_spans_in_the_current_transaction(receiver: Receiver) -> None:
     sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0)
-    with sentry_sdk.start_transaction(name="report", op="task"):
+    with start_root("report", op="task"):
         Report().render(0.2)
         Report.build(0.2)
         Report.summarize(0.2)
-    _settle(receiver, 1)
-    (event,) = receiver.payloads("transaction")
-    spans = {span["description"]: span for span in event["spans"]}
+    root, spans = _settle(receiver, 1)
+    assert root.name == "report"
     assert set(spans) == {"Report.render", "Report.build", "Report.summarize"}
-    assert spans["Report.build"]["op"] == "report"
-    assert spans["Report.render"]["op"] == "function"
-    profiler_ids = {span["data"]["profiler_id"] for span in spans.values()}
+    assert spans["Report.build"].op == "report"
+    assert spans["Report.render"].op == "function"
+    profiler_ids = {span.profiler_id for span in spans.values()}
     assert len(profiler_ids) == 1  # one session held across the three calls
-    assert event["contexts"]["profile"]["profiler_id"] in profiler_ids
+    assert root.profiler_id in profiler_ids
     for description, span in spans.items():
         _assert_linked(receiver, span, description)
 
@@ -157,17 +158,16 @@ def test_async_functions_and_async_with(receiver: Receiver) -> None:
         return crunch(0.2)
 
     async def main() -> None:
-        with sentry_sdk.start_transaction(name="async work"):
+        with start_root("async work"):
             await fetch()
             async with sigprof.start_profiling_span(description="Data processing", op="block"):
                 crunch(0.2)
 
     asyncio.run(main())
-    _settle(receiver, 1)
-    (event,) = receiver.payloads("transaction")
-    spans = {span["description"]: span for span in event["spans"]}
+    root, spans = _settle(receiver, 1)
+    assert root.name == "async work"
     _assert_linked(receiver, spans["fetch"], "crunch")
-    assert spans["Data processing"]["op"] == "block"
+    assert spans["Data processing"].op == "block"
     _assert_linked(receiver, spans["Data processing"], "crunch")
 
 
@@ -191,7 +191,7 @@ def test_generators_sync_and_async(receiver: Receiver) -> None:
     async def consume() -> list[int]:
         return [i async for i in arows(4)]
 
-    with sentry_sdk.start_transaction(name="generators"):
+    with start_root("generators"):
         produced = list(rows(4))
         generator = rows(3)
         assert next(generator) == 0
@@ -199,18 +199,14 @@ def test_generators_sync_and_async(receiver: Receiver) -> None:
         generator.close()
         assert asyncio.run(consume()) == [0, 1, 2, 3]
     assert produced == [0, 1, 2, 3]
-    _settle(receiver, 1)
-    (event,) = receiver.payloads("transaction")
-    described = [span["description"] for span in event["spans"]]
-    assert described.count("rows") == 2 and described.count("arows") == 1
-    rows_spans = sorted(
-        (s for s in event["spans"] if s["description"] == "rows"),
-        key=lambda s: s["start_timestamp"],
-    )
+    root, _ = _settle(receiver, 1)
+    assert root.name == "generators"
+    children = _children(receiver)
+    described = [span.name for span in children]
+    assert sorted(described) == ["arows", "rows", "rows"]
+    rows_spans = sorted((s for s in children if s.name == "rows"), key=lambda s: s.start)
     _assert_linked(receiver, rows_spans[0], "rows")  # the fully consumed one
-    _assert_linked(
-        receiver, next(s for s in event["spans"] if s["description"] == "arows"), "arows"
-    )
+    _assert_linked(receiver, next(s for s in children if s.name == "arows"), "arows")
 
 
 def test_nested_profiling_spans_and_the_reference_snippet(receiver: Receiver) -> None:
@@ -238,10 +234,8 @@ def test_nested_profiling_spans_and_the_reference_snippet(receiver: Receiver) ->
             crunch(0.2)
         complex_function()
     assert outer.profiled and inner.profiled
-    _settle(receiver, 1)
-    (event,) = receiver.payloads("transaction")  # outer opened a transaction
-    assert event["transaction"] == "outer"
-    spans = {span["description"]: span for span in event["spans"]}
+    root, spans = _settle(receiver, 1)
+    assert root.name == "outer"  # outer opened a transaction (3.x: a root span)
     assert set(spans) == {"inner", "Data processing"}
     _assert_linked(receiver, spans["inner"], "crunch")
     _assert_linked(receiver, spans["Data processing"], "process_large_dataset")
@@ -254,18 +248,18 @@ def test_sample_rate_decides_per_call(receiver: Receiver) -> None:
     def never() -> int:
         return crunch(0.05)
 
-    with sentry_sdk.start_transaction(name="rates"):
+    with start_root("rates"):
         assert never() > 0  # still runs
         with sigprof.start_profiling_span(description="skipped", sample_rate=0.0) as span:
             crunch(0.05)
         assert not span.profiled and span.profiler_id is None
     sentry_sdk.flush()
-    receiver.wait_for(lambda r: bool(r.payloads("transaction")))
-    (event,) = receiver.payloads("transaction")
-    assert event["spans"] == []
+    receiver.wait_for(lambda r: bool(sent_roots(r)))
+    assert [span.name for span in sent_spans(receiver)] == ["rates"]
     assert receiver.payloads("profile_chunk") == []
 
 
+@requires_sdk2
 def test_inside_a_transaction_profile_the_span_uses_it(receiver: Receiver) -> None:
     sigprof.init(dsn=receiver.dsn, traces_sample_rate=1.0, profiles_sample_rate=1.0)
     with sentry_sdk.start_transaction(name="v1"):

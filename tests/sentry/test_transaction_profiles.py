@@ -10,8 +10,11 @@ import pytest
 import sentry_sdk
 
 import sigprof
+from tests.sentry.generations import requires_sdk2
 from tests.sentry.judge import check_profile_v1, functions_in, normalize_transaction
 from tests.sentry.receiver import Receiver
+
+pytestmark = requires_sdk2
 
 
 def busy_request_handler(seconds: float) -> int:
@@ -106,7 +109,7 @@ def test_lost_event_outcomes(receiver: Receiver) -> None:
 def test_thirty_second_cap_stops_the_profile(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sigprof import transaction_profiles
+    from sigprof.sentry import transaction_profiles
 
     # The cap is sentry-sdk's 30 s; shrink it so the test runs in a second.
     monkeypatch.setattr(transaction_profiles, "MAX_PROFILE_DURATION_NS", 300_000_000)
@@ -145,7 +148,7 @@ def test_active_thread_id_follows_the_integration(receiver: Receiver) -> None:
 def test_profiles_span_interning_epochs(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sigprof import sample_source
+    from sigprof.core import sample_source
 
     # Without a chunk session the tables restart every EPOCH_MAX_S (60 s);
     # a transaction profile crossing restarts keeps consistent frames.

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import sigprof
-from sigprof.sampler import MAX_FREQUENCY
+from sigprof.core.sampler import MAX_FREQUENCY
 
 MIB = 1024 * 1024
 
@@ -183,9 +183,9 @@ def long_lived_worker(stop: threading.Event) -> None:
 def soak(seconds: float, destination: list[str]) -> dict[str, Any]:
     """Continuous profiling at the highest frequency over the mixed workload,
     2 s chunks, RSS and descriptors read after every round."""
-    from sigprof import continuous
-    from sigprof.local_chunks import LocalChunkWriter
-    from sigprof.sample_source import SOURCE
+    from sigprof.chunks.local_chunks import LocalChunkWriter
+    from sigprof.core.sample_source import SOURCE
+    from sigprof.sentry import session as continuous
 
     continuous.CHUNK_SECONDS = 2.0
     writer = None
@@ -313,7 +313,7 @@ def wait_child(pid: int, deadline: float) -> int | None:
 def forks_with_session(count: int, dsn: str) -> dict[str, Any]:
     """Forks in a loop from a process with a continuous session and thread
     churn; every child works and leaves by sys.exit, the normal way out."""
-    from sigprof import continuous
+    from sigprof.sentry import session as continuous
 
     continuous.CHUNK_SECONDS = 1.0
     sigprof.init(
@@ -362,7 +362,9 @@ def churn(seconds: float, clock: str, forks: int) -> dict[str, Any]:
     churner.start()
     fork_report: dict[str, Any] = {}
     try:
-        while time.monotonic() - began < seconds:
+        # At least three windows, however slow a window is (one took 1.5 s
+        # under ASan beside other work): the flatness check compares thirds.
+        while time.monotonic() - began < seconds or len(windows) < 3:
             window_start, threads_before = time.monotonic(), started[0]
             spin(0.5)
             time.sleep(0.3)  # wall clock: the main thread blocked, repeated as idle

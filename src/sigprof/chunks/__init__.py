@@ -1,0 +1,2 @@
+"""Chunk cutting for continuous profiling outside Sentry's transport: local
+chunk files. Imports core and formats only."""

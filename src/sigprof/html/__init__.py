@@ -1,2 +1,0 @@
-"""The offline flame graph page: template.html with flamegraph.css and
-flamegraph.js inlined by sigprof.exports.html (package data, no network)."""
