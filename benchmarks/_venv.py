@@ -22,11 +22,15 @@ MARKER = "SIGPROF_BENCH_IN_VENV"
 
 
 def resolve_python(choice: str | None) -> str:
-    """An interpreter path from a path, "3.12" (through pyenv), or None (this one)."""
+    """An interpreter path from a path, "3.12" (pyenv's, else python3.12 on PATH:
+    Debian's 3.14 and 3.15 in .ci/run's chroot), or None (this one)."""
     if not choice:
         return sys.executable
     if os.path.sep in choice or os.path.exists(choice):
         return choice
+    on_path = shutil.which(f"python{choice}")
+    if shutil.which("pyenv") is None and on_path is not None:
+        return on_path
     prefix = subprocess.run(
         ["pyenv", "prefix", choice], capture_output=True, text=True, check=True
     ).stdout.strip()

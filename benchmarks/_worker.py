@@ -252,7 +252,13 @@ def cost_blocks(
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     classes = contender_classes(spec.get("sigprof_via") == "init")
+    transport = None
+    if spec.get("steady") and spec["contender"] != "none":
+        from steady import discarding_transport
+
+        transport = discarding_transport()
     ctx = Context(
+        transport=transport,
         rate=float(spec["rate"]),
         dsn=spec.get("dsn"),
         sink_url=spec.get("sink_url"),
@@ -269,6 +275,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         contender.setup()
     except Unavailable as error:
         return {**out, "unavailable": str(error)}
+    if spec.get("steady"):
+        from steady import run_steady
+
+        return {**out, **run_steady(spec, contender, transport)}
 
     web = None
     workload: Callable[[float], WorkloadResult]

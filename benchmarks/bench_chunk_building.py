@@ -33,12 +33,14 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from sentry_sdk.consts import VERSION
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.profiler.continuous_profiler import ProfileChunk
 
-from sigprof.envelopes import chunk_envelope, chunk_json
-from sigprof.sampler import Frame
-from sigprof.sentry_frames import FrameConverter
+from sigprof.core.sampler import Frame
+from sigprof.formats.chunk_json import chunk_json
+from sigprof.formats.sentry_frames import FrameConverter
+from sigprof.sentry.envelopes import chunk_envelope, mark_in_app
 
 THREADS = 8
 DEPTH = 60
@@ -130,16 +132,19 @@ class Workload:
 
 def sigprof_chunk(work: Workload) -> int:
     converter = FrameConverter()
+    frames = [converter.convert(frame) for frame in work.frames]
+    mark_in_app(frames, OPTIONS)
     body = chunk_json(
         chunk_id=uuid.uuid4().hex,
         profiler_id=uuid.uuid4().hex,
-        frames=[converter.convert(frame) for frame in work.frames],
+        frames=frames,
         stacks=work.stacks,
         samples=work.samples,
         unix_offset_ns=work.unix_offset_ns,
         thread_names={tid: f"worker-{i}" for i, tid in enumerate(work.thread_ids)},
         options=OPTIONS,
         sdk_name="sentry.python",
+        sdk_version=VERSION,
     )
     return len(chunk_envelope(body).serialize())
 

@@ -44,6 +44,7 @@ class Context:
     project: str
     workload: str
     chunk_seconds: float | None = None  # continuous profilers: chunk length
+    transport: Any = None  # a sentry-sdk transport instead of HTTP to the sink
     tmpdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="sigprof-bench-"))
 
 
@@ -95,6 +96,8 @@ class Contender:
         import sentry_sdk
 
         merged = {"dsn": self.ctx.dsn, **options, **self.sentry_options()}
+        if self.ctx.transport is not None:
+            merged["transport"] = self.ctx.transport
         sentry_sdk.init(**merged)
 
     def setup(self) -> None:
@@ -287,6 +290,8 @@ class SigprofInit(Contender):
         merged["integrations"] = [
             sigprof.SigprofIntegration(frequency=min(self.ctx.rate, 500), clock=self.clock)
         ]
+        if self.ctx.transport is not None:
+            merged["transport"] = self.ctx.transport
         sigprof.init(**merged)
 
     def setup(self) -> None:
@@ -300,9 +305,9 @@ class SigprofInit(Contender):
         if reason is not None:
             raise Unavailable(reason)
         if self.ctx.chunk_seconds is not None:
-            import sigprof.continuous
+            import sigprof.sentry.session
 
-            sigprof.continuous.CHUNK_SECONDS = float(self.ctx.chunk_seconds)  # type: ignore[attr-defined]
+            sigprof.sentry.session.CHUNK_SECONDS = float(self.ctx.chunk_seconds)  # type: ignore[attr-defined]
         super().setup()
 
     def start(self) -> None:
