@@ -349,8 +349,9 @@ static sp_last_sample *last_sample_of(sp_resolver *r, const sp_record *record)
         return NULL;
     }
     sp_last_sample *last = &r->last_sample[record->slot];
-    if (last->thread_ident != record->thread_ident) {
+    if (last->thread_ident != record->thread_ident || last->generation != record->generation) {
         last->thread_ident = record->thread_ident;
+        last->generation = record->generation;
         last->timestamp_ns = INT64_MIN;
         last->stack_id = -1;
     }
@@ -369,7 +370,9 @@ static int emit_spread(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t
     int64_t step = (now - since) / (int64_t)count;
     for (uint32_t i = count - 1; i > 0; i--) {
         int64_t timestamp = now - (int64_t)i * step;
-        int nearer_previous = previous_stack >= 0 && timestamp - since <= now - timestamp;
+        /* sample count - i of count, decided exactly: a rounded timestamp
+         * would miss the tie at the halfway sample */
+        int nearer_previous = previous_stack >= 0 && 2 * (uint64_t)(count - i) <= count;
         if (emit(r, timestamp, ident, nearer_previous ? previous_stack : stack_id) != 0) {
             return -1;
         }
@@ -412,7 +415,8 @@ static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, sp_last_sample *las
         if (emit(r, timestamp, idle->thread_ident, idle->stack_id)) {
             return -1;
         }
-        if (last != NULL && last->thread_ident == idle->thread_ident) {
+        if (last != NULL && last->thread_ident == idle->thread_ident &&
+            last->generation == idle->generation) {
             last->timestamp_ns = timestamp;
             last->stack_id = idle->stack_id;
         }
@@ -501,6 +505,7 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
                 idle->next_tick = record->tick + 1;
                 idle->stack_id = (int32_t)stack;
                 idle->thread_ident = record->thread_ident;
+                idle->generation = record->generation;
             }
         }
         sp_ring_pop(ring);
@@ -610,6 +615,22 @@ void sp_resolver_destroy(sp_resolver *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* A stack of the old tables interned into the new ones: its new id, or -1. */
+static int64_t carry_stack(sp_resolver *r, const sp_resolver *old, int64_t old_id)
+{
+    const struct sp_stack_entry *stack = &old->stacks[old_id];
+    for (uint32_t i = 0; i < stack->length; i++) {
+        const sp_frame_entry *frame = &old->frames[old->stack_frames[stack->offset + i]];
+        uint64_t found = sp_map_get(&r->frame_ids, frame->key);
+        int64_t id = found ? (int64_t)found - 1 : add_frame(r, frame);
+        if (id < 0) {
+            return -1;
+        }
+        r->scratch[i] = (int32_t)id;
+    }
+    return intern_stack(r, r->scratch, stack->length);
+}
+
 int sp_resolver_reset_interning(sp_resolver *r)
 {
     sp_resolver old = *r;
@@ -618,22 +639,19 @@ int sp_resolver_reset_interning(sp_resolver *r)
         *r = old;
         return -1;
     }
+    /* Out of memory here only ends a repeat early, or a gap's share. */
     for (uint32_t slot = 0; slot < r->slot_count; slot++) {
         sp_idle_thread *idle = &r->idle[slot];
-        if (!idle->active) {
-            continue;
+        if (idle->active) {
+            idle->stack_id = (int32_t)carry_stack(r, &old, idle->stack_id);
+            idle->active = idle->stack_id >= 0;
         }
-        const struct sp_stack_entry *stack = &old.stacks[idle->stack_id];
-        for (uint32_t i = 0; i < stack->length; i++) {
-            const sp_frame_entry *frame = &old.frames[old.stack_frames[stack->offset + i]];
-            uint64_t found = sp_map_get(&r->frame_ids, frame->key);
-            int64_t id = found ? (int64_t)found - 1 : add_frame(r, frame);
-            r->scratch[i] = (int32_t)id;
+        /* A chunk is cut where a profiling span ends: the gap after it is
+         * still shared with the stack before the cut. */
+        sp_last_sample *last = &r->last_sample[slot];
+        if (last->stack_id >= 0) {
+            last->stack_id = carry_stack(r, &old, last->stack_id);
         }
-        idle->stack_id = (int32_t)intern_stack(r, r->scratch, stack->length);
-    }
-    for (uint32_t slot = 0; slot < r->slot_count; slot++) {
-        r->last_sample[slot].stack_id = -1; /* an id of the old tables */
     }
     tables_free(&old);
     return 0;

@@ -48,14 +48,18 @@ typedef struct {
     int64_t next_tick;
     int32_t stack_id;
     uint64_t thread_ident;
+    uint32_t generation;
 } sp_idle_thread;
 
 /* The last sample of the thread in a registry slot (INT64_MIN: none yet):
  * the samples a signal stands for are dated after it, and in the wall clock
- * the gap since it is filled. Its stack (-1: unknown, as after an interning
- * reset) takes the filled ticks nearer to it. */
+ * the gap since it is filled. Its stack (-1: unknown) takes the filled ticks
+ * nearer to it. The slot's generation tells a thread from a later one with
+ * the same ident (glibc hands a new thread the stack of one that ended, and
+ * the ident is that stack's address). */
 typedef struct {
     uint64_t thread_ident;
+    uint32_t generation;
     int64_t timestamp_ns;
     int64_t stack_id;
 } sp_last_sample;
@@ -114,7 +118,9 @@ void sp_resolver_forget_code(sp_resolver *resolver, void *code);
 sp_sample_entry *sp_resolver_take_samples(sp_resolver *resolver, uint64_t *count);
 
 /* Starts ids again from 0 (a new chunk); threads being repeated keep going
- * with their stacks interned afresh. Only with no untaken samples. */
+ * with their stacks interned afresh, and each thread's last stack is carried
+ * too (the gap after it is still shared with it). Only with no untaken
+ * samples. */
 int sp_resolver_reset_interning(sp_resolver *resolver);
 
 const sp_frame_entry *sp_resolver_frame(const sp_resolver *resolver, uint64_t frame_id);

@@ -413,6 +413,28 @@ int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, i
     return 0;
 }
 
+int64_t sp_thread_timer_lateness_ns(const sp_thread_timer *timer, int64_t interval_ns)
+{
+    struct itimerspec spec;
+    if (!timer->valid || timer_gettime((timer_t)(intptr_t)timer->timer_id, &spec) != 0) {
+        return -1;
+    }
+    int64_t remaining = (int64_t)spec.it_value.tv_sec * 1000000000 + spec.it_value.tv_nsec;
+    return remaining > 0 && remaining <= interval_ns ? interval_ns - remaining : -1;
+}
+
+void sp_thread_timer_rephase(const sp_thread_timer *timer, int64_t at_cpu_ns, int64_t interval_ns)
+{
+    struct itimerspec spec;
+    spec.it_value.tv_sec = at_cpu_ns / 1000000000;
+    spec.it_value.tv_nsec = at_cpu_ns % 1000000000;
+    spec.it_interval.tv_sec = interval_ns / 1000000000;
+    spec.it_interval.tv_nsec = interval_ns % 1000000000;
+    if (timer->valid) {
+        timer_settime((timer_t)(intptr_t)timer->timer_id, TIMER_ABSTIME, &spec, NULL);
+    }
+}
+
 void sp_thread_timer_stop(sp_thread_timer *timer)
 {
     if (timer->valid) {
@@ -540,6 +562,15 @@ int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, i
     return -1;
 }
 void sp_thread_timer_stop(sp_thread_timer *timer) { timer->valid = 0; }
+int64_t sp_thread_timer_lateness_ns(const sp_thread_timer *timer, int64_t interval_ns)
+{
+    (void)timer; (void)interval_ns;
+    return -1;
+}
+void sp_thread_timer_rephase(const sp_thread_timer *timer, int64_t at_cpu_ns, int64_t interval_ns)
+{
+    (void)timer; (void)at_cpu_ns; (void)interval_ns;
+}
 int sp_altstack_adopt(void *memory, size_t size) { (void)memory; (void)size; return 0; }
 void sp_altstack_release(void *memory) { (void)memory; }
 size_t sp_altstack_size(void) { return 0; }

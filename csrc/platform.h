@@ -68,15 +68,24 @@ typedef enum {
 int sp_thread_state_open(pid_t tid);
 sp_thread_run_state sp_thread_state(pid_t tid, int *state_fd, uintptr_t lock_low, uintptr_t lock_high);
 
-/* A timer on the thread's CPU clock that sends it SIGPROF carrying cookie
- * every interval_ns of CPU time, first after first_ns. */
 /* A SIGINT to thread tid in delay_ns, from a kernel timer (one per process,
  * bound to the first tid given; a later call re-arms it, delay_ns 0 disarms
  * it). 0, or -1. */
 int sp_interrupt_thread_after(pid_t tid, int64_t delay_ns);
+/* A timer on the thread's CPU clock that sends it SIGPROF carrying cookie
+ * every interval_ns of CPU time, first after first_ns. */
 int sp_thread_timer_start(sp_thread_timer *timer, pid_t tid, int64_t first_ns, int64_t interval_ns,
                           uint64_t cookie);
 void sp_thread_timer_stop(sp_thread_timer *timer);
+/* In the timer's signal handler (async-signal-safe): the CPU time since its
+ * last expiration was due, which is how late the kernel delivered it. Linux
+ * checks CPU timers at the scheduler tick, so on average half a tick. -1 if
+ * unknown. */
+int64_t sp_thread_timer_lateness_ns(const sp_thread_timer *timer, int64_t interval_ns);
+/* In the timer's signal handler (async-signal-safe): the next expirations
+ * are due at at_cpu_ns of the thread's CPU time and every interval_ns after
+ * (expirations already past are merged into one signal at once). */
+void sp_thread_timer_rephase(const sp_thread_timer *timer, int64_t at_cpu_ns, int64_t interval_ns);
 
 /* Gives the calling thread an alternate signal stack at memory, unless it has
  * one already; async-signal-safe. Returns 1 if memory was installed. */

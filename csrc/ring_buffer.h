@@ -39,6 +39,7 @@ typedef struct {
     uint16_t flags;
     uint32_t depth;
     uint32_t merged;      /* timer expirations merged into this signal (si_overrun) */
+    uint32_t generation;  /* the slot's: tells a thread from the next one in the slot */
     sp_frame_ref frames[]; /* leaf first, `depth` of them */
 } sp_record;
 

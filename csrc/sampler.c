@@ -104,6 +104,37 @@ static void walk_into(pid_t tid, struct _ts *tstate, sp_record *record)
     }
 }
 
+/* How late the kernel delivers a CPU timer's expiration, learnt from the
+ * first signals a process receives (kept across runs: it is the machine's
+ * scheduler tick). A thread's first expiry is drawn that much earlier, so
+ * that the samples delivered over its life are as many as its CPU time is
+ * owed: a thread that ends between an expiration and the next tick
+ * otherwise loses it (10 ms threads at 101 Hz: 82% of their samples with a
+ * 4 ms tick, 93-97% drawn early). */
+#define SP_LATENESS_SIGNALS 64
+static _Atomic uint32_t lateness_count;
+static _Atomic int64_t lateness_sum_ns;
+
+static void learn_lateness(const sp_thread_slot *slot)
+{
+    if (atomic_load_explicit(&lateness_count, memory_order_relaxed) >= SP_LATENESS_SIGNALS) {
+        return;
+    }
+    int64_t late = sp_thread_timer_lateness_ns(&slot->timer, S.config.interval_ns);
+    if (late >= 0 && atomic_fetch_add(&lateness_count, 1) < SP_LATENESS_SIGNALS) {
+        atomic_fetch_add(&lateness_sum_ns, late);
+    }
+}
+
+static int64_t mean_lateness_ns(void)
+{
+    uint32_t count = atomic_load(&lateness_count);
+    if (count > SP_LATENESS_SIGNALS) {
+        count = SP_LATENESS_SIGNALS;
+    }
+    return count < 8 ? 0 : atomic_load(&lateness_sum_ns) / count;
+}
+
 static void capture_current_thread(uint64_t cookie, uint32_t merged)
 {
     atomic_fetch_add(&S.handlers_active, 1);
@@ -122,6 +153,12 @@ static void capture_current_thread(uint64_t cookie, uint32_t merged)
         atomic_fetch_sub(&S.handlers_active, 1);
         return;
     }
+    learn_lateness(slot);
+    if (slot->rephase_cpu_ns != 0) {
+        merged += slot->first_credit;
+        sp_thread_timer_rephase(&slot->timer, slot->rephase_cpu_ns, S.config.interval_ns);
+        slot->rephase_cpu_ns = 0;
+    }
     if (!slot->altstack_checked) {
         slot->altstack_checked = 1;
         if (slot->altstack != NULL) {
@@ -135,6 +172,7 @@ static void capture_current_thread(uint64_t cookie, uint32_t merged)
         record->tick = 0;
         record->thread_ident = slot->ident;
         record->slot = index;
+        record->generation = sp_cookie_generation(cookie);
         record->kind = SP_RECORD_SIGNAL_SAMPLE;
         record->flags = 0;
         record->merged = merged;
@@ -270,6 +308,7 @@ static void idle_record_header(sp_record *record, uint32_t index, const sp_threa
     record->tick = tick;
     record->thread_ident = slot->ident;
     record->slot = index;
+    record->generation = atomic_load(&slot->generation);
     record->kind = kind;
     record->flags = 0;
     record->merged = 0;
@@ -478,9 +517,26 @@ static void on_register(sp_thread_slot *slot, uint32_t index)
 {
     slot->name_attempts = SP_NAME_ATTEMPTS;
     /* Both clocks: a running thread samples itself every interval of its CPU
-     * time. A random first expiry spreads threads over the interval. */
-    int64_t first = 1 + (int64_t)(next_random() % (uint64_t)S.config.interval_ns);
-    sp_thread_timer_start(&slot->timer, slot->tid, first, S.config.interval_ns,
+     * time. A random first expiry spreads threads over the interval; it is
+     * drawn earlier by the kernel's lateness. Expirations that fall before
+     * now (the lateness can pass the interval) are owed already: the first
+     * signal stands for them too. */
+    int64_t interval = S.config.interval_ns;
+    int64_t first = 1 + (int64_t)(next_random() % (uint64_t)interval) - mean_lateness_ns();
+    slot->first_credit = 0;
+    slot->rephase_cpu_ns = 0;
+    int64_t cpu_now = first < 1 ? sp_thread_cpu_ns(slot->tid) : -1;
+    if (cpu_now >= 0) {
+        /* The first due at once (the next tick), standing for every one
+         * already due; the timer then keeps the phase drawn. */
+        int64_t due = (-first) / interval + 1;
+        slot->first_credit = (uint32_t)(due - 1);
+        slot->rephase_cpu_ns = cpu_now + first + due * interval;
+        first = 1;
+    } else if (first < 1) {
+        first = 1;
+    }
+    sp_thread_timer_start(&slot->timer, slot->tid, first, interval,
                           sp_cookie_make(index, atomic_load(&slot->generation)));
 }
 
@@ -526,8 +582,39 @@ static int name_unnamed_threads(void)
     return pending;
 }
 
+/* Not in S, which start() resets: a start can be in flight across runs. */
+static _Atomic int unsampled_starts_in_flight;
+
+static void forget_unsampled_starts(void)
+{
+    atomic_store(&unsampled_starts_in_flight, 0); /* their threads are not in a forked child */
+}
+
+static void forget_unsampled_starts_at_fork(void)
+{
+    pthread_atfork(NULL, NULL, forget_unsampled_starts);
+}
+
+void sp_sampler_unsampled_start_begin(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, forget_unsampled_starts_at_fork);
+    atomic_fetch_add(&unsampled_starts_in_flight, 1);
+}
+
+void sp_sampler_unsampled_start_end(void)
+{
+    if (atomic_load(&unsampled_starts_in_flight) > 0) {
+        atomic_fetch_sub(&unsampled_starts_in_flight, 1);
+    }
+}
+
 static void scan_threads(void)
 {
+    if (atomic_load(&unsampled_starts_in_flight) > 0) {
+        atomic_store(&S.scan_again, 1);
+        return;
+    }
     uint64_t serial = sp_interp_thread_serial(S.interp);
     int result = sp_registry_scan(&S.registry, S.interp, S.collector_tstate, on_register);
     if (result < 0) {

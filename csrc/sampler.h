@@ -68,6 +68,13 @@ int sp_sampler_register_current_thread(void);
  * wants left out): never registered, in this run or a later one; if it was,
  * it is released. 0, or -1 on a Python error. */
 int sp_sampler_exclude_current_thread(void);
+/* Under the GIL, around the start of a thread that will exclude itself: from
+ * before it is started until it has excluded itself (or failed to start),
+ * the collector's scan registers no thread (it could register this one while
+ * it waits for the GIL, and the wall clock would read its stack) and scans
+ * again at the next pass. */
+void sp_sampler_unsampled_start_begin(void);
+void sp_sampler_unsampled_start_end(void);
 /* Whether this platform, and this interpreter's memory layout
  * (layout_check.h), allow sampling at all, and why not. */
 int sp_sampler_supported(char *why, size_t why_len);

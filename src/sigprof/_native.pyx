@@ -36,6 +36,8 @@ from sigprof._csrc.sampler cimport (
     sp_sampler_supported,
     sp_sampler_register_current_thread,
     sp_sampler_exclude_current_thread,
+    sp_sampler_unsampled_start_begin,
+    sp_sampler_unsampled_start_end,
 )
 from sigprof._csrc.platform cimport (
     sp_signal_ignore_for_exec,
@@ -243,6 +245,17 @@ def exclude_current_thread():
     """The calling thread is never sampled again (sigprof's own threads)."""
     if sp_sampler_exclude_current_thread() < 0:
         raise MemoryError("sigprof: could not mark the thread")
+
+
+def unsampled_start_begin():
+    """A thread that will exclude itself is about to start: until
+    unsampled_start_end(), the collector's scan registers no thread."""
+    sp_sampler_unsampled_start_begin()
+
+
+def unsampled_start_end():
+    """That thread has excluded itself, or failed to start."""
+    sp_sampler_unsampled_start_end()
 
 
 def interrupt_thread_after(int native_id, double seconds):

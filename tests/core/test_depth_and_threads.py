@@ -41,18 +41,27 @@ def test_shallow_stacks_are_not_flagged(sampler_factory):
     assert sampler.stats()["truncated"] == 0
 
 
+def _spin_then_wait(all_started: threading.Barrier) -> None:
+    spin(0.05)
+    all_started.wait()
+
+
 def test_threads_started_and_ended_while_sampling(sampler_factory):
     sampler = sampler_factory(frequency=200, clock="wall")
     seen_names = set()
     with sampler:
         for batch in range(10):
-            threads = [threading.Thread(target=spin, args=(0.05,), name=f"worker-{batch}-{i}")
+            # A thread's ident is reused by a thread started after it ends, and
+            # samples are named by ident when read: a batch's threads stay
+            # alive until all have started, and are read before the next batch.
+            all_started = threading.Barrier(5)
+            threads = [threading.Thread(target=_spin_then_wait, args=(all_started,),
+                                        name=f"worker-{batch}-{i}")
                        for i in range(5)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            # Thread idents are reused by later threads: read between batches.
             seen_names |= {s.thread_name for s in sampler.samples()
                            if s.frames and s.frames[0].function == "spin"}
     # Threads of 50 ms CPU at 200 Hz: nearly all get sampled (a thread can be

@@ -20,18 +20,18 @@ def _job(cpu_s: float, spent: list[float]) -> None:
     spent.append(time.thread_time() - start)
 
 
-@pytest.mark.parametrize(("clock", "least_share"), [("wall", 0.9), ("cpu", 0.6)])
-def test_each_short_thread_gets_its_share_of_samples(
-    sampler_factory, clock: str, least_share: float
-) -> None:
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_each_short_thread_gets_its_share_of_samples(sampler_factory, clock: str) -> None:
     # 300 threads one after another, 10 ms of CPU each: before threads
     # registered themselves at start, the collector's scan found most of them
-    # late or never (3.12 here: wall 39%, cpu 25% of the samples owed). The
-    # cpu clock stays below 90%: Linux checks a CPU timer at the scheduler
-    # tick only, so an expiration due in the CPU time a thread burns after its
-    # last tick (about half a tick, 2 ms of each 10) is never delivered: 82%
-    # of the owed samples with the machine otherwise idle, 70% beside two
-    # other test runs (a thread sharing its CPU runs through fewer ticks).
+    # late or never (3.12 here: wall 39%, cpu 25% of the samples owed). Linux
+    # checks a CPU timer at the scheduler tick only, so an expiration due in
+    # the CPU time a thread burns after its last tick is lost: 82% of the
+    # owed samples in both clocks until each thread's first expiry was drawn
+    # earlier by the kernel's measured lateness; 94-96% since on an idle
+    # machine (3.9, 4 ms tick). Beside two busy processes on two cores it
+    # varied from 63% to 94%: the bound leaves room for a loaded machine.
+    least_share = 0.6
     spent: list[float] = []
     sampler = sampler_factory(frequency=FREQUENCY, clock=clock)
     with sampler:
@@ -43,6 +43,40 @@ def test_each_short_thread_gets_its_share_of_samples(
     in_job = sum(1 for sample in samples if any(f.function == "_job" for f in sample.frames))
     owed = sum(spent) * FREQUENCY
     assert in_job >= least_share * owed, f"{in_job} samples in _job, {owed:.0f} owed ({clock})"
+    if clock == "cpu":  # the wall clock also owes a preempted thread its waits
+        assert in_job <= 1.15 * owed + 5, f"{in_job} samples in _job, {owed:.0f} owed"
+
+
+def _spin_for_wall(seconds: float, walls: list[float], idents: list[int]) -> None:
+    idents.append(threading.get_ident())
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        sum(range(200))
+    walls.append(time.perf_counter() - start)
+
+
+def test_a_thread_that_reuses_an_ident_inherits_no_gap(sampler_factory) -> None:
+    # glibc gives a new thread the stack of one that ended, and Python's
+    # ident is that stack's address: sequential threads share an ident. The
+    # wall clock fills the gap since a thread's last sample; keyed by ident
+    # alone, each thread took the whole pause before it as its own (six 50 ms
+    # threads 300 ms apart: 376 samples where ~60 were owed).
+    walls: list[float] = []
+    idents: list[int] = []
+    sampler = sampler_factory(frequency=200, clock="wall")
+    with sampler:
+        for _ in range(6):
+            thread = threading.Thread(target=_spin_for_wall, args=(0.05, walls, idents))
+            thread.start()
+            thread.join()
+            time.sleep(0.3)
+    assert len(set(idents)) < len(idents), "no ident was reused: the test proves nothing here"
+    in_spin = sum(
+        1 for sample in sampler.samples() if any(f.function == "_spin_for_wall" for f in sample.frames)
+    )
+    owed = sum(walls) * 200
+    # a thread's first sample may stand for up to an interval before it began
+    assert in_spin <= owed * 1.25 + 6, f"{in_spin} samples in the threads, {owed:.0f} owed"
 
 
 def _spin_until(stop: threading.Event) -> None:

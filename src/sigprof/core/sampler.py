@@ -38,6 +38,21 @@ MAX_BUFFER_CAPACITY = 1 << 20
 CLOCKS = ("wall", "cpu")
 
 
+def clock_anchor(tries: int = 5) -> tuple[int, int]:
+    """(Unix ns, monotonic ns) of one instant. The two clocks are read apart,
+    and the GIL may pass to another thread between the reads: of a few
+    monotonic brackets around a Unix read, the tightest is kept."""
+    best: tuple[int, int, int] | None = None
+    for _ in range(tries):
+        before = time.monotonic_ns()
+        unix_ns = time.time_ns()
+        after = time.monotonic_ns()
+        if best is None or after - before < best[0]:
+            best = (after - before, unix_ns, (before + after) // 2)
+    assert best is not None
+    return best[1], best[2]
+
+
 class NativeUnavailable(RuntimeError):
     """The native sampler cannot run in this process; str() says why."""
 
@@ -190,7 +205,7 @@ class Sampler:
         with _running_lock:
             if _running is not None and _running._pid == os.getpid():
                 raise SamplerError("a sigprof sampler is already running: one per process")
-            self._anchor = (time.time_ns(), time.monotonic_ns())
+            self._anchor = clock_anchor()
             try:
                 _native.start(
                     int(1e9 / self.frequency),

@@ -73,8 +73,12 @@ def start_unsampled(
     if _native is None:
         return start(function, *args, **kwargs)
     blocked_before = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGPROF_ONLY)
+    _native.unsampled_start_begin()
     try:
         return start(_excluded(function), *args, **kwargs)
+    except BaseException:
+        _native.unsampled_start_end()
+        raise
     finally:
         if signal.SIGPROF not in blocked_before:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGPROF_ONLY)
@@ -96,15 +100,19 @@ def _excluded(function: Callable[..., object]) -> Callable[..., object]:
     # it is excluded that could block (an import would, on the import lock,
     # and the ticker reads a blocked thread's stack without a signal).
     os_thread_id = _os_thread_id_getter()
-    exclude = _native.exclude_current_thread if _native is not None else None
+    assert _native is not None
+    exclude, started = _native.exclude_current_thread, _native.unsampled_start_end
     starter = os_thread_id()
 
     def run_excluded(*args: Any, **kwargs: Any) -> object:
         # Under gevent or eventlet a "thread" may be a green one on the
         # starter's own OS thread, which must stay sampled.
-        if exclude is not None and os_thread_id() != starter:
-            exclude()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGPROF_ONLY)
+        try:
+            if os_thread_id() != starter:
+                exclude()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGPROF_ONLY)
+        finally:
+            started()
         return function(*args, **kwargs)
 
     return run_excluded
@@ -114,8 +122,11 @@ def _registered(function: Callable[..., object], name: str | None) -> Callable[.
     def run_registered(*args: Any, **kwargs: Any) -> object:
         assert _native is not None
         names = _thread_names
-        if _native.register_current_thread() and names is not None and name is not None:
-            names[threading.get_ident()] = name  # not in threading._active yet
+        _native.register_current_thread()
+        # Named whoever registered it: the collector's scan may have been
+        # first, and the thread is not in threading._active yet.
+        if names is not None and name is not None:
+            names[threading.get_ident()] = name
         return function(*args, **kwargs)
 
     return run_registered
