@@ -462,6 +462,33 @@ static int emit_idle_start(sp_resolver *r, const sp_record *record, sp_last_samp
     return emit_spread(r, record->thread_ident, stack_id, -1, since, record->timestamp_ns, count);
 }
 
+/* The thread crossed a boundary at `record->timestamp_ns`. The wall clock
+ * fills the gap since its last sample up to the mark with that sample's
+ * stack (the stack the thread had on this side), and begins the next gap
+ * at the mark with no stack, so the next sample's stack takes all of it. In
+ * both clocks a later signal's samples are dated after the mark. */
+static int mark_boundary(sp_resolver *r, const sp_record *record, sp_last_sample *last,
+                         int64_t interval_ns, int fill_gaps)
+{
+    int64_t mark = record->timestamp_ns;
+    if (last->timestamp_ns != INT64_MIN && last->timestamp_ns >= mark) {
+        return 0;
+    }
+    if (fill_gaps && last->timestamp_ns != INT64_MIN && last->stack_id >= 0) {
+        int64_t owed = (mark - last->timestamp_ns + interval_ns / 2) / interval_ns;
+        if (owed > SP_MAX_MERGED) {
+            owed = SP_MAX_MERGED;
+        }
+        if (owed > 0 && emit_spread(r, record->thread_ident, last->stack_id, -1, last->timestamp_ns,
+                                    mark, (uint32_t)owed) != 0) {
+            return -1;
+        }
+    }
+    last->timestamp_ns = mark;
+    last->stack_id = -1;
+    return 0;
+}
+
 int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int64_t interval_ns,
                         int64_t last_tick, int fill_gaps)
 {
@@ -476,7 +503,8 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
                 idle->active = 0;
             }
         } else {
-            if (record->kind == SP_RECORD_SIGNAL_SAMPLE && idle != NULL && idle->active) {
+            if ((record->kind == SP_RECORD_SIGNAL_SAMPLE || record->kind == SP_RECORD_MARK) && idle != NULL &&
+                idle->active) {
                 /* Running again, which the slow pass has not seen yet: it
                  * woke at the latest when the CPU time this signal stands for
                  * began (and repeats never pass the last pass's tick). */
@@ -486,6 +514,13 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
                 status |= repeat_idle(r, idle, last, woke_tick < last_tick ? woke_tick : last_tick,
                                       tick_base_ns, interval_ns);
                 idle->active = 0;
+            }
+            if (record->kind == SP_RECORD_MARK) {
+                if (last != NULL && mark_boundary(r, record, last, interval_ns, fill_gaps) != 0) {
+                    status = -1;
+                }
+                sp_ring_pop(ring);
+                continue;
             }
             int64_t stack = intern_record(r, record);
             int emitted = stack < 0 ? -1

@@ -23,6 +23,8 @@ typedef enum {
     SP_RECORD_SIGNAL_SAMPLE = 1, /* taken by the thread itself, in the handler */
     SP_RECORD_IDLE_START = 2,    /* a blocked thread's stack, taken by the ticker */
     SP_RECORD_IDLE_END = 3,      /* that thread ran again at `tick`: stop repeating */
+    SP_RECORD_MARK = 4,          /* the thread crossed a boundary (a profiling span's
+                                  * start or end): no gap is filled across it */
 } sp_record_kind;
 
 enum {

@@ -68,6 +68,13 @@ int sp_sampler_register_current_thread(void);
  * wants left out): never registered, in this run or a later one; if it was,
  * it is released. 0, or -1 on a Python error. */
 int sp_sampler_exclude_current_thread(void);
+/* Under the GIL, from a sampled thread: it crosses a boundary (a profiling
+ * span starts or ends) now. In the wall clock the gap since its last sample
+ * is filled up to here with that sample's stack, and the next gap begins
+ * here, so that a stack is never dated across the boundary; in both clocks
+ * no sample a later signal stands for is dated before it. 0, or -1 when the
+ * buffer is full (the mark is dropped and counted). */
+int sp_sampler_mark_current_thread(void);
 /* Under the GIL, around the start of a thread that will exclude itself: from
  * before it is started until it has excluded itself (or failed to start),
  * the collector's scan registers no thread (it could register this one while

@@ -268,6 +268,24 @@ int sp_registry_exclude(struct _ts *tstate)
     return released;
 }
 
+int sp_registry_slot_of(PyThreadState *tstate, uint32_t *slot, uint32_t *generation)
+{
+    sp_thread_registry *registry = active_registry;
+    PyObject *found = tstate->dict != NULL ? PyDict_GetItemString(tstate->dict, SP_SENTINEL_KEY) : NULL;
+    if (registry == NULL || found == NULL || Py_TYPE(found) != &sp_sentinel_type) {
+        return 0;
+    }
+    sp_sentinel *sentinel = (sp_sentinel *)found;
+    if (sentinel->session != registry->session || sentinel->slot >= registry->capacity ||
+        atomic_load(&registry->slots[sentinel->slot].generation) != sentinel->generation ||
+        atomic_load(&registry->slots[sentinel->slot].state) != SP_SLOT_ALIVE) {
+        return 0;
+    }
+    *slot = sentinel->slot;
+    *generation = sp_cookie_generation(sp_cookie_make(sentinel->slot, sentinel->generation));
+    return 1;
+}
+
 void sp_registry_reclaim(sp_thread_registry *registry, uint32_t index)
 {
     sp_thread_slot *slot = &registry->slots[index];

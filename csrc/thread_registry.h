@@ -114,6 +114,10 @@ int sp_registry_exclude(struct _ts *tstate);
 int sp_registry_scan(sp_thread_registry *registry, struct _is *interp, struct _ts *skip,
                      sp_on_register on_register);
 
+/* Under the GIL: the live slot of the active registry the thread of tstate
+ * holds, and its generation as signals carry it. 1, or 0 if it holds none. */
+int sp_registry_slot_of(struct _ts *tstate, uint32_t *slot, uint32_t *generation);
+
 /* Frees a RECLAIMABLE slot for reuse. */
 void sp_registry_reclaim(sp_thread_registry *registry, uint32_t index);
 

@@ -36,6 +36,7 @@ from sigprof._csrc.sampler cimport (
     sp_sampler_supported,
     sp_sampler_register_current_thread,
     sp_sampler_exclude_current_thread,
+    sp_sampler_mark_current_thread,
     sp_sampler_unsampled_start_begin,
     sp_sampler_unsampled_start_end,
 )
@@ -245,6 +246,13 @@ def exclude_current_thread():
     """The calling thread is never sampled again (sigprof's own threads)."""
     if sp_sampler_exclude_current_thread() < 0:
         raise MemoryError("sigprof: could not mark the thread")
+
+
+def mark_current_thread():
+    """The calling thread crosses a boundary (a profiling span starts or
+    ends): no sample is dated across it. Nothing if it is not sampled; a
+    full buffer drops the mark (counted with the dropped records)."""
+    sp_sampler_mark_current_thread()
 
 
 def unsampled_start_begin():

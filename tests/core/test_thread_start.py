@@ -28,10 +28,10 @@ def test_each_short_thread_gets_its_share_of_samples(sampler_factory, clock: str
     # checks a CPU timer at the scheduler tick only, so an expiration due in
     # the CPU time a thread burns after its last tick is lost: 82% of the
     # owed samples in both clocks until each thread's first expiry was drawn
-    # earlier by the kernel's measured lateness; 94-96% since on an idle
-    # machine (3.9, 4 ms tick). Beside two busy processes on two cores it
-    # varied from 63% to 94%: the bound leaves room for a loaded machine.
-    least_share = 0.6
+    # earlier by the kernel's measured lateness; 98-102% since on an idle
+    # machine (3.9, 3.12; 4 ms tick). Beside two busy processes on two cores
+    # it varied from 61% to 111%: the bounds leave room for a loaded machine.
+    least_share = 0.7
     spent: list[float] = []
     sampler = sampler_factory(frequency=FREQUENCY, clock=clock)
     with sampler:
@@ -44,7 +44,7 @@ def test_each_short_thread_gets_its_share_of_samples(sampler_factory, clock: str
     owed = sum(spent) * FREQUENCY
     assert in_job >= least_share * owed, f"{in_job} samples in _job, {owed:.0f} owed ({clock})"
     if clock == "cpu":  # the wall clock also owes a preempted thread its waits
-        assert in_job <= 1.15 * owed + 5, f"{in_job} samples in _job, {owed:.0f} owed"
+        assert in_job <= 1.25 * owed + 5, f"{in_job} samples in _job, {owed:.0f} owed"
 
 
 def _spin_for_wall(seconds: float, walls: list[float], idents: list[int]) -> None:

@@ -358,7 +358,7 @@ static void add_record(fz_state *s, fz_reader *in)
     record->thread_ident = fz_u8(in) % 6;
     record->slot = fz_u8(in) % 12; /* past the registry's slots too */
     record->generation = fz_u8(in) % 3; /* a slot's later thread may reuse an ident */
-    record->kind = fz_u8(in) % 5;  /* including kinds that do not exist */
+    record->kind = fz_u8(in) % 6;  /* including kinds that do not exist */
     record->flags = fz_u8(in) % 4;
     /* A depth past the slot's room is what a corrupted record would say. */
     uint32_t depth = fz_u8(in) % (s->max_depth + 8);

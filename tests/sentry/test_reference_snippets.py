@@ -18,7 +18,13 @@ from sentry_sdk.profiler import continuous_profiler
 
 import sigprof
 from tests.sentry.generations import SentSpan, requires_sdk2, sent_roots, sent_spans, start_root
-from tests.sentry.judge import check_chunk, check_profile_v1, functions_in, samples_between
+from tests.sentry.judge import (
+    check_chunk,
+    check_profile_v1,
+    functions_in,
+    samples_between,
+    unix_seconds,
+)
 from tests.sentry.receiver import Receiver, wait_until
 
 # 3.x's versions of the tests left to 2.x here are in test_streamed_spans.py
@@ -224,7 +230,21 @@ def test_code_block_profiling(receiver: Receiver) -> None:
     assert span.name == "Data processing"
     shown = _linked_functions(receiver, span)
     assert any(name.endswith("process_large_dataset") for name in shown)
-    assert not any(name.endswith("finalize_results") for name in shown)
+    assert not any(name.endswith("finalize_results") for name in shown), _around_end(receiver, span)
+
+
+def _around_end(receiver: Receiver, span: SentSpan) -> str:
+    """The span's thread's samples near its end: ms from the end, the
+    innermost function of interest."""
+    end = unix_seconds(span.end)
+    near = []
+    for chunk in _chunks(receiver):
+        frames, stacks = chunk["profile"]["frames"], chunk["profile"]["stacks"]
+        for sample in chunk["profile"]["samples"]:
+            if sample["thread_id"] == span.thread_id and abs(sample["timestamp"] - end) < 0.05:
+                names = [frames[i]["function"].rsplit(".", 1)[-1] for i in stacks[sample["stack_id"]]]
+                near.append((round((sample["timestamp"] - end) * 1000, 2), names[:3]))
+    return f"samples within 50 ms of the span's end (ms after it, leaf first): {sorted(near)}"
 
 
 @pytest.mark.parametrize("draw, sampled", [(0.05, True), (0.5, False)])

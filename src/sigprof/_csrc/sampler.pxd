@@ -41,5 +41,6 @@ cdef extern from "sampler.h" nogil:
     int sp_sampler_supported(char *why, size_t why_len)
     int sp_sampler_register_current_thread() with gil
     int sp_sampler_exclude_current_thread() with gil
+    int sp_sampler_mark_current_thread() with gil
     void sp_sampler_unsampled_start_begin()
     void sp_sampler_unsampled_start_end()

@@ -190,6 +190,12 @@ class SampleSource:
         next want one)."""
         self._housekeeping.wake()
 
+    def mark_boundary(self) -> None:
+        """See Sampler.mark_boundary: the calling thread crosses a boundary."""
+        sampler = self.sampler
+        if sampler is not None:
+            sampler.mark_boundary()
+
     def collect(self, *, reset: bool = False) -> None:
         """Drains the sampler now and feeds every consumer."""
         with self.lock:

@@ -225,6 +225,16 @@ class Sampler:
             self._frames, self._stacks, self._batches = [], [], []
             _running = self
 
+    def mark_boundary(self) -> None:
+        """The calling thread crosses a boundary now (a profiling span starts
+        or ends): no sample is dated across it, neither a wall-clock gap's
+        fill nor a signal's merged expirations. Nothing if the thread is not
+        sampled."""
+        if self.running:
+            from sigprof import _native
+
+            _native.mark_current_thread()
+
     def stop(self) -> None:
         """Stops sampling; what was taken stays readable."""
         global _running

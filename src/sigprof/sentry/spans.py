@@ -26,6 +26,7 @@ from typing import Any, Callable, TypeVar
 import sentry_sdk
 from sentry_sdk.utils import logger
 
+from sigprof.core.sample_source import SOURCE
 from sigprof.sentry import sdk_api
 from sigprof.sentry.envelopes import can_send
 from sigprof.sentry.sampling import profiling_span_sampled
@@ -123,6 +124,8 @@ class ProfilingSpan:
         self.profiled = can_send() and profiling_span_sampled(self.sample_rate)
         if not self.profiled:
             return
+        # Samples before this are the caller's, those after it the block's.
+        SOURCE.mark_boundary()
         parent = sdk_api.current_span()
         op = self.op or "function"
         scope = sentry_sdk.get_current_scope()
@@ -152,6 +155,8 @@ class ProfilingSpan:
             return
         self._state = _CLOSED
         span = self.span
+        if self.profiled:
+            SOURCE.mark_boundary()  # before the span's end is taken
         try:
             if span is not None:
                 scope = sentry_sdk.get_current_scope()
