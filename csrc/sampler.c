@@ -164,10 +164,17 @@ static void capture_current_thread(uint64_t cookie, uint32_t merged)
         return;
     }
     learn_lateness(slot, merged);
-    if (slot->rephase_cpu_ns != 0) {
-        merged += slot->first_credit;
-        sp_thread_timer_rephase(&slot->timer, slot->rephase_cpu_ns, S.config.interval_ns);
-        slot->rephase_cpu_ns = 0;
+    if (slot->phase_origin_cpu_ns != 0) {
+        /* Counted from the phase drawn, not from the timer's own expirations
+         * (which began at its arming): the rest then follow that phase. */
+        int64_t now = sp_thread_cpu_ns(tid);
+        int64_t interval = S.config.interval_ns;
+        if (now >= slot->phase_origin_cpu_ns) {
+            int64_t due = (now - slot->phase_origin_cpu_ns) / interval + 1;
+            merged = due - 1 < SP_MAX_MERGED ? (uint32_t)(due - 1) : SP_MAX_MERGED;
+            sp_thread_timer_rephase(&slot->timer, slot->phase_origin_cpu_ns + due * interval, interval);
+        }
+        slot->phase_origin_cpu_ns = 0;
     }
     if (!slot->altstack_checked) {
         slot->altstack_checked = 1;
@@ -533,17 +540,14 @@ static void on_register(sp_thread_slot *slot, uint32_t index)
      * signal stands for them too. */
     int64_t interval = S.config.interval_ns;
     int64_t first = 1 + (int64_t)(next_random() % (uint64_t)interval) - mean_lateness_ns();
-    slot->first_credit = 0;
-    slot->rephase_cpu_ns = 0;
-    int64_t cpu_now = first < 1 ? sp_thread_cpu_ns(slot->tid) : -1;
-    if (cpu_now >= 0) {
-        /* The first due at once (the next tick), standing for every one
-         * already due; the timer then keeps the phase drawn. */
-        int64_t due = (-first) / interval + 1;
-        slot->first_credit = (uint32_t)(due - 1);
-        slot->rephase_cpu_ns = cpu_now + first + due * interval;
-        first = 1;
-    } else if (first < 1) {
+    slot->phase_origin_cpu_ns = 0;
+    if (first < 1) {
+        /* Due already: the timer fires at the next tick, and that signal
+         * stands for every expiration of the phase drawn until then. */
+        int64_t cpu_now = sp_thread_cpu_ns(slot->tid);
+        if (cpu_now + first > 0) {
+            slot->phase_origin_cpu_ns = cpu_now + first;
+        }
         first = 1;
     }
     sp_thread_timer_start(&slot->timer, slot->tid, first, interval,

@@ -42,10 +42,10 @@ typedef struct {
     void *altstack;   /* owned by the thread's sentinel */
     int altstack_checked; /* written by the thread's own signal handler only */
     /* Set when its timer is armed to fire at once, for expirations owed
-     * already: they are added to its first signal, which re-arms the timer
-     * for the rest at rephase_cpu_ns of the thread's CPU time (0: none). */
-    uint32_t first_credit;
-    int64_t rephase_cpu_ns;
+     * already: the thread CPU time of the first expiration drawn (it may be
+     * before the timer was armed; 0: none). The first signal stands for
+     * every expiration due from there, and re-arms the timer for the next. */
+    int64_t phase_origin_cpu_ns;
     int name_attempts;    /* collector-private: tries left to find the thread's name */
     _Atomic int idle_state;
     _Atomic int being_read; /* the ticker is reading this thread's state (see sp_slot_begin_read) */

@@ -187,10 +187,10 @@ def test_thread_per_request_views_get_the_samples_their_time_is_owed(
     assert len(short_view_cpu) == 200
     # Linux delivers a CPU timer's expiration at the next scheduler tick
     # (4 ms here, two intervals at 500 Hz), so a sample due in the view's
-    # last ~2 ms lands in the code after it: 66-76% of the owed samples until
-    # each thread's first expiry was drawn early by the kernel's lateness
-    # (357-390 of 300 while a thread reusing an ident took the previous
-    # thread's gap); 296-330 of 300 since on an idle machine (3.12), 270-331
-    # beside two busy processes (the wall clock also owes a preempted view
-    # its waits).
-    assert in_view >= 0.7 * owed, f"{in_view} samples in the view, {owed:.0f} owed"
+    # last ~2 ms lands in the code after it, and the view gains back only
+    # what was due in werkzeug's short code before it: 66-76% of the owed
+    # samples before each thread's first expiry was drawn early by the
+    # kernel's lateness (357-390 of 300 while a thread reusing an ident took
+    # the previous thread's gap), 227-239 of 300 since (3.12, beside one busy
+    # process).
+    assert in_view >= 0.6 * owed, f"{in_view} samples in the view, {owed:.0f} owed"
