@@ -58,6 +58,10 @@ if __name__ == "__main__":
     elif how == "pool-executor":
         with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
             list(pool.map(child_work, [seconds / 2, seconds / 2]))
+    elif how.startswith("pool-"):
+        # leaving the block terminates the pool: SIGTERM to workers still waiting for tasks
+        with multiprocessing.get_context(how[len("pool-"):]).Pool(2) as pool:
+            pool.map(child_work, [seconds / 2, seconds / 2], chunksize=1)
     else:
         process = multiprocessing.get_context(how).Process(target=child_work, args=(seconds,))
         process.start()
@@ -101,7 +105,10 @@ def _program(tmp_path: Path) -> Path:
     return write_script(tmp_path / "program.py", PROGRAM)
 
 
-START_METHODS = ["os.fork", "fork", "forkserver", "spawn", "subprocess", "subprocess-preexec", "pool-executor"]
+START_METHODS = [
+    "os.fork", "fork", "forkserver", "spawn", "subprocess", "subprocess-preexec", "pool-executor",
+    "pool-fork", "pool-forkserver", "pool-spawn",
+]
 
 
 @needs_native
@@ -216,6 +223,69 @@ def test_exec_writes_the_profile_up_to_it(tmp_path: Path, follow: bool) -> None:
     else:
         assert not after
         assert result.stderr.count("sigprof: wrote out.json") == 1
+
+
+TERMINATED_PROGRAM = """
+import multiprocessing, os, sys, time
+
+def spin_until_terminated(marker):
+    open(marker, "w").close()
+    while True:
+        sum(i * i for i in range(300))
+
+def child_spins(folder):
+    spin_until_terminated(os.path.join(folder, "child-%d" % os.getpid()))
+
+def parent_spins(folder):
+    spin_until_terminated(os.path.join(folder, "parent"))
+
+if __name__ == "__main__":
+    multiprocessing.get_context("fork").Process(target=child_spins, args=(sys.argv[1],)).start()
+    parent_spins(sys.argv[1])
+"""
+
+
+@needs_native
+@pytest.mark.parametrize("follow", [False, True])
+def test_sigterm_writes_the_profile_up_to_it(tmp_path: Path, follow: bool) -> None:
+    """`timeout` and a container's stop send SIGTERM to the process group:
+    the run and each followed child write what they sampled, then end by the
+    signal, as the program would have."""
+    write_script(tmp_path / "terminated.py", TERMINATED_PROGRAM)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    flags = ["--subprocesses"] if follow else []
+    run = subprocess.Popen(
+        [sys.executable, "-m", "sigprof", "run", *flags, "--clock", "cpu", "-f", str(FREQUENCY),
+         "--format", "speedscope", "-o", "out.json", "terminated.py", str(markers)],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(markers.iterdir())) == 2
+        time.sleep(1.0)
+        os.killpg(run.pid, signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == -signal.SIGTERM, stderr
+    assert re.search(r"^sigprof: the program was terminated \(SIGTERM\) after \d+\.\d s; "
+                     "the profile up to then:$", stderr, re.MULTILINE), stderr
+    threads = _threads(tmp_path / "out.json")
+    parent = sum(functions["parent_spins"] for functions in threads.values())
+    child = sum(functions["child_spins"] for functions in threads.values())
+    # about a second of CPU each (the two share two cores with the test)
+    assert parent >= 0.3 * FREQUENCY, threads
+    if follow:
+        assert child >= 0.3 * FREQUENCY, threads
+    else:
+        assert child == 0
+    # the samples taken while sigprof wrote the profile are not the program's
+    assert not any(name.startswith("_write_then_terminate") for functions in threads.values()
+                   for name in functions), threads
 
 
 GUNICORN_APP = """

@@ -130,6 +130,19 @@ class Profile:
                 kept[tid] = ThreadProfile(tid, t.name, samples)
         return self._with(threads=kept)
 
+    def without_samples_in(self, frame: Callable[[Frame], bool]) -> Profile:
+        """Only samples whose stack holds no frame that ``frame`` matches."""
+        matching = {
+            stack_id for stack_id in range(len(self.stacks))
+            if any(frame(f) for f in self.stack_frames(stack_id))
+        }
+        kept: dict[int, ThreadProfile] = {}
+        for tid, t in self.threads.items():
+            samples = [s for s in t.samples if s[1] not in matching]
+            if samples:
+                kept[tid] = ThreadProfile(tid, t.name, samples)
+        return self._with(threads=kept)
+
     def _with(self, threads: dict[int, ThreadProfile]) -> Profile:
         return Profile(
             frames=self.frames, stacks=self.stacks, threads=threads, unit=self.unit,
@@ -302,3 +315,4 @@ def strip_root_frames(profile: Profile, drop: Callable[[Frame], bool]) -> Profil
         if kept:
             result.thread(tid, thread.name).samples = kept
     return result
+

@@ -25,7 +25,7 @@ from sigprof.chunks import local_chunks
 from sigprof.core.process_life import before_exec, interrupt_thread_after
 from sigprof.core.sampler import MAX_FREQUENCY, native_unavailable_reason
 from sigprof.formats import EXTENSIONS, FORMATS, readers
-from sigprof.formats.profile_model import Profile, strip_root_frames
+from sigprof.formats.profile_model import Profile
 from sigprof.local import subprocesses, summary
 from sigprof.local.recording import Recorder
 from sigprof.local.runner import Target, TargetError
@@ -280,10 +280,13 @@ def _cmd_run(argv: Sequence[str]) -> int:
     main_thread = threading.main_thread().native_id or os.getpid()
     started, cpu_at_start = time.monotonic(), _cpu_seconds(options.subprocesses)
     before_exec(lambda path: _on_exec(path, recorder, directory, config, started, cpu_at_start))
+    subprocesses.write_before_termination(
+        lambda: _on_terminate(recorder, directory, config, started, cpu_at_start))
     if options.duration is not None:
         # a real SIGINT to the main thread, so a blocking sleep or read wakes up
         interrupt_thread_after(main_thread, options.duration)
     code = runner.run(target)
+    subprocesses.write_before_termination(None)  # the program ended: the profile is written below
     if options.duration is not None:
         interrupt_thread_after(main_thread, 0)  # the program ended first
     if os.getpid() != config.root_pid:
@@ -316,12 +319,12 @@ def _finish_run(
 ) -> None:
     """The run's one output: this process's profile, and with
     --subprocesses every child's part; then the summary and the notes."""
-    from sigprof.local.recording import dropped_message, launcher_frames
+    from sigprof.local.recording import dropped_message, program_only
 
     if config.follow:
         subprocesses.name_threads_by_process(profile, os.getpid(), config.program)
         subprocesses.read_parts(directory, profile, skip_pid=skip_pid)
-        profile = strip_root_frames(profile, launcher_frames(config.launcher))
+        profile = program_only(profile, config.launcher)
     if config.threads:
         # with --subprocesses a name is "PID PROGRAM: THREAD": a pattern without
         # the process matches the thread's name in every process
@@ -375,6 +378,27 @@ def _on_exec(
         print(f"sigprof: --subprocesses: {path} goes on being profiled into the same output",
               file=sys.stderr)
     else:
+        directory.remove()
+    sys.stderr.flush()
+
+
+def _on_terminate(
+    recorder: Recorder, directory: subprocesses.RunDirectory, config: subprocesses.RunConfig,
+    started: float, cpu_at_start: float,
+) -> None:
+    """SIGTERM at its default is ending the program: the profile up to now
+    is written first."""
+    profile = recorder.stop()
+    if config.follow:
+        subprocesses.wait_for_ending_children(1.0)
+    print(f"sigprof: the program was terminated (SIGTERM) after {time.monotonic() - started:.1f} s; "
+          "the profile up to then:", file=sys.stderr)
+    try:
+        _finish_run(profile, config, directory, recorder.dropped_told, skip_pid=config.root_pid,
+                    cpu_seconds=_cpu_seconds(config.follow) - cpu_at_start)
+    except CliError as error:
+        _error(str(error))
+    finally:
         directory.remove()
     sys.stderr.flush()
 

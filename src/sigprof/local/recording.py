@@ -29,6 +29,14 @@ def dropped_message(dropped: int) -> str:
     )
 
 
+def program_only(profile: Profile, launcher: str) -> Profile:
+    """The program's own samples: the launcher's frames at the root go, and
+    so do the samples taken in sigprof's hooks the program's code called
+    into (at exit, exec and termination: writing the profile)."""
+    return strip_root_frames(profile, launcher_frames(launcher)).without_samples_in(
+        lambda frame: frame.filename.startswith(_SIGPROF_DIR))
+
+
 def launcher_frames(launcher: str) -> Callable[[Frame], bool]:
     """Whether a frame is the launcher's (sigprof's, runpy's, the script
     that started sigprof), not the program's."""
@@ -106,7 +114,7 @@ class Recorder:
         if self._progress is not None:
             self._progress.write("\r\033[K")
             self._progress.flush()
-        return strip_root_frames(self.profile, launcher_frames(self.launcher))
+        return program_only(self.profile, self.launcher)
 
     def totals(self) -> dict[str, int]:
         """The sampler's counters, and the samples dropped while recording."""

@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -237,6 +238,7 @@ class ChildRecorder(Recorder):
         # read at each write: a new interpreter (multiprocessing's too) sets __main__ as it goes
         program = program_name(self._run_launcher) or self._program_at_start or "python"
         self._part.append(self.profile, program, self.totals())
+        terminate_if_pending()
 
     def flush(self) -> None:
         """What was sampled so far goes to the part file now (the child is
@@ -252,6 +254,8 @@ class _ProcessState:
     recorder: ChildRecorder | None = None
     finish: Callable[[], None] | None = None  # set in the program that replaced the run by exec
     exit_hook_registered: bool = False
+    termination_writer: tuple[int, Callable[[], None]] | None = None  # (pid, what SIGTERM writes)
+    termination_pending: int | None = None  # SIGTERM came during a drain
 
 
 _state = _ProcessState()
@@ -296,6 +300,43 @@ def _start_recording(directory: RunDirectory, config: RunConfig) -> None:
         # multiprocessing's and os.fork's children leave by os._exit
         os._exit = _flushing_exit(os._exit)  # type: ignore[assignment]
         _state.exit_hook_registered = True
+    write_before_termination(flush_child)
+
+
+def write_before_termination(write: Callable[[], None] | None) -> None:
+    """SIGTERM at its default ends a process before it writes what it
+    sampled: the run's own process all of it (`timeout`, a container's stop),
+    a followed child what it sampled since its last drain (a pool terminates
+    its workers so as it ends, and leaving `with Pool()` terminates it),
+    which for a pool worker can be all its work. From now on the signal
+    first calls `write`, in this process only, then ends the process by its
+    default action, as before. A handler of the program's own replaces this
+    one; an ignored SIGTERM stays ignored. None: nothing to write now."""
+    _state.termination_writer = (os.getpid(), write) if write is not None else None
+    try:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _write_then_terminate):
+            signal.signal(signal.SIGTERM, _write_then_terminate)
+    except ValueError:  # not the main thread: the signal keeps its default
+        pass
+
+
+def _write_then_terminate(signum: int, _frame: object) -> None:
+    signal.signal(signum, signal.SIG_DFL)
+    pid, write = _state.termination_writer or (None, None)
+    if write is not None and pid == os.getpid():
+        if SOURCE.lock._is_owned():
+            # the signal came inside a drain on this thread: a child's part is
+            # written as the drain feeds its recorder, which then terminates
+            _state.termination_pending = signum
+            return
+        write()
+    os.kill(os.getpid(), signum)
+
+
+def terminate_if_pending() -> None:
+    signum = _state.termination_pending
+    if signum is not None:
+        os.kill(os.getpid(), signum)  # the process's: a sampler thread blocks it
 
 
 def _flushing_exit(exit_now: Callable[[int], NoReturn]) -> Callable[[int], NoReturn]:
@@ -334,6 +375,39 @@ def start_in_new_interpreter(path: str) -> None:
         from sigprof.local import cli
 
         _state.finish = lambda: cli.finish_after_exec(directory, config)
+        write_before_termination(_at_exit)
+
+
+def wait_for_ending_children(seconds: float) -> None:
+    """Gives this process's children up to `seconds` to end: when a signal
+    ends the run (`timeout` signals the whole process group), its children
+    write their last parts as they end, and the run reads them after."""
+    deadline = time.monotonic() + seconds
+    while _running_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _running_children() -> list[str]:
+    running = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as listed:
+                children = listed.read().split()
+        except OSError:  # a thread that ended, or a kernel without the file
+            continue
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    state = stat.read().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":  # ended, not yet waited for
+                running.append(pid)
+    return running
 
 
 def read_parts(directory: RunDirectory, into: Profile, skip_pid: int | None = None) -> None:
