@@ -17,10 +17,10 @@ Locks: the cutter's own lock guards only the cut chunks; it is taken after
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 
 from sigprof.core.housekeeping import os_thread_rlock
+from sigprof.core.ids import random_hex_id
 from sigprof.core.sample_source import SOURCE, EpochTables, RawSample
 from sigprof.core.sampler import Frame
 
@@ -120,7 +120,7 @@ class ChunkCutter:
     # ---- internals ----
 
     def _begin_chunk(self) -> None:
-        self._chunk_id = uuid.uuid4().hex
+        self._chunk_id = random_hex_id()
         self._chunk_started = time.monotonic()
 
     def _cut_chunk(self, tables: EpochTables) -> None:

@@ -36,13 +36,13 @@ import errno
 import json
 import os
 import sys
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import final
 
 from sigprof.chunks.cutter import ChunkCutter
 from sigprof.core.housekeeping import os_thread_rlock
+from sigprof.core.ids import random_hex_id
 from sigprof.core.process_life import at_main_thread_exit
 from sigprof.core.sample_source import SOURCE
 from sigprof.formats import sentry_chunk, write_atomically
@@ -84,7 +84,7 @@ class LocalChunkWriter:
             raise PermissionError(f"cannot write chunk files into {directory}")
         self.directory = directory
         self.interval_s = interval_s
-        self.profiler_id = profiler_id or uuid.uuid4().hex
+        self.profiler_id = profiler_id or random_hex_id()
         self.release = release
         self.environment = environment
         self.written: list[str] = []

@@ -4,7 +4,7 @@ Transaction profiles, continuous-profiling chunks and profiling spans all
 want samples at once, but only one native sampler can run per process. This
 module owns it: consumers register, the sampler runs while any is registered
 (and a little longer, so back-to-back users do not restart it), and a
-housekeeping thread drains it about once a second and hands every batch to
+housekeeping thread drains it about every two seconds and hands every batch to
 every consumer.
 
 Batches arrive interned. The frames and stacks of the current interning epoch
@@ -29,13 +29,14 @@ from sigprof.core.sampler import Batch, Frame, NativeUnavailable, Sampler, Sampl
 RawSample = tuple[int, int, int]  # (monotonic ns, thread id, stack id)
 
 # How often the housekeeping thread drains the native buffer at most: each
-# round takes the GIL from whichever thread runs (a forced hand-off). What
+# round takes the GIL from whichever thread runs (a forced hand-off; two
+# seconds keeps them under one a second with the chunk cuts). What
 # signal handlers take waits in the buffer, and a full one drops samples: the
 # round comes sooner when, at the rate records arrived since the last drain,
 # the buffer would be half full before then (at the default depth it holds
 # 2048 records: 16 busy threads at 500 Hz fill half of it in 0.13 s), or
 # when a periodic task asks for it (a chunk due, a session's linger ending).
-DRAIN_INTERVAL_S = 1.0
+DRAIN_INTERVAL_S = 2.0
 FIRST_DRAIN_S = 0.25  # after a start, before the rate is known
 MIN_ROUND_S = 0.01
 # How long the sampler keeps running after its last consumer leaves.

@@ -10,10 +10,10 @@ samples: no re-indexing, no per-frame work beyond the epoch's new frames.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sigprof.core.ids import random_hex_id
 from sigprof.core.sample_source import RawSample
 from sigprof.formats.sentry_frames import SentryFrame, json_text
 
@@ -44,7 +44,7 @@ def chunk_json(
     for _, thread_id, _ in samples:
         if thread_id not in thread_keys:
             thread_keys[thread_id] = str(thread_id)
-    marker = uuid.uuid4().hex  # stands for the samples, written below
+    marker = random_hex_id()  # stands for the samples, written below
     payload: dict[str, Any] = {
         "chunk_id": chunk_id,
         "client_sdk": {"name": sdk_name, "version": sdk_version},

@@ -16,12 +16,12 @@ from a file) still gets its import-root-relative ``filename``."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import sigprof
+from sigprof.core.ids import random_hex_id
 from sigprof.core.sampler import Frame
 from sigprof.formats.chunk_json import LOSSES_KEY, chunk_json
 from sigprof.formats.labels import in_app, module_relative_path
@@ -65,7 +65,7 @@ def chunk_body(
     dropped_samples: samples lost to a full native buffer before it."""
     tags = {"release": release, "environment": environment}
     return chunk_json(
-        chunk_id=chunk_id or uuid.uuid4().hex,
+        chunk_id=chunk_id or random_hex_id(),
         profiler_id=profiler_id,
         frames=sentry_frames(frames),
         stacks=stacks,
@@ -128,7 +128,7 @@ def chunks(profile: Profile, profiler_id: str | None = None) -> Iterator[Chunk]:
     """The profile as chunks of at most 65 s each. Weighted samples are
     repeated (a chunk sample has no weight); samples without a timestamp
     are given ones spaced by the sampling interval, ending now."""
-    profiler_id = profiler_id or uuid.uuid4().hex
+    profiler_id = profiler_id or random_hex_id()
     flat: list[tuple[int, int, int]] = []
     interval = profile.interval_ns or 10_000_000
     untimed_end = time.time_ns()
@@ -166,7 +166,7 @@ def render(profile: Profile) -> bytes:
     Lines, one chunk per line (each alone is what Sentry accepts)."""
     found = [chunk.body for chunk in chunks(profile)]
     if not found:
-        found = [_chunk(profile, [], uuid.uuid4().hex, profile.stats.get("dropped", 0)).body]
+        found = [_chunk(profile, [], random_hex_id(), profile.stats.get("dropped", 0)).body]
     return b"\n".join(found) + (b"\n" if len(found) > 1 else b"")
 
 

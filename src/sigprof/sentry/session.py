@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Hashable
@@ -40,6 +39,7 @@ from sentry_sdk.utils import logger
 from sigprof.chunks.cutter import ChunkCutter, CutChunk
 from sigprof.core.drop_warning import DropWarning
 from sigprof.core.housekeeping import os_thread_rlock
+from sigprof.core.ids import random_hex_id
 from sigprof.core.sample_source import SOURCE
 from sigprof.formats.chunk_json import chunk_json, has_enough_samples, with_losses
 from sigprof.formats.sentry_frames import FrameConverter
@@ -197,7 +197,7 @@ class ChunkSession:
     # ---- internals ----
 
     def _start(self) -> bool:
-        if not self._cutter.start(uuid.uuid4().hex):
+        if not self._cutter.start(random_hex_id()):
             return False
         prepare_transport()
         self._linger_until = None
