@@ -138,7 +138,8 @@ def prepare(python: str, rebuild: bool = False, source: str = "tree") -> str:
                     "_native.c",
                 ),
             )
-        ok = _pip(venv_python, "--no-build-isolation", "--force-reinstall", tree)
+        # --no-deps: requirements.txt chose sentry-sdk; a forced reinstall would move it to the newest
+        ok = _pip(venv_python, "--no-build-isolation", "--force-reinstall", "--no-deps", tree)
         shutil.rmtree(build, ignore_errors=True)
         if not ok:
             raise SystemExit("building sigprof failed (see above)")
