@@ -100,19 +100,34 @@ def test_execv_while_sampling_survives(tmp_path, clock):
         assert result.returncode == 0, result.stderr.decode()
 
 
+# The workers run on while sigprof stops at exit (its atexit hook), and end
+# just after it: CPython 3.9-3.11 can crash a daemon thread that still runs
+# when the interpreter is freed (a take_gil after finalize_interp_delete,
+# CPython gh-87135; seen here once on 3.10 under load, with sigprof's
+# threads already joined and none of its code on any stack). The hook that
+# ends them is registered before sigprof is imported, so it runs after
+# sigprof's (atexit runs last-registered first).
 EXIT_SCRIPT = textwrap.dedent(
     """
-    import os, sys, threading, time
+    import atexit, os, sys, threading, time
+    stop_workers = threading.Event()
+    workers = []
+    def end_workers():
+        stop_workers.set()
+        for thread in workers:
+            thread.join()
+    atexit.register(end_workers)
     import sigprof
     mode = sys.argv[1]
     sampler = sigprof.Sampler(frequency=500, clock="wall")
     sampler.start()
     def worker():
         end = time.monotonic() + 60
-        while time.monotonic() < end:
+        while time.monotonic() < end and not stop_workers.is_set():
             sum(range(1000))
     for _ in range(4):
-        threading.Thread(target=worker, daemon=True).start()
+        workers.append(threading.Thread(target=worker, daemon=True))
+        workers[-1].start()
     end = time.thread_time() + 0.2
     while time.thread_time() < end:
         pass
