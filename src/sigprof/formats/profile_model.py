@@ -315,4 +315,3 @@ def strip_root_frames(profile: Profile, drop: Callable[[Frame], bool]) -> Profil
         if kept:
             result.thread(tid, thread.name).samples = kept
     return result
-

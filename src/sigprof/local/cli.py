@@ -367,13 +367,9 @@ def _on_exec(
     follow_on = config.follow and subprocesses.looks_like_python(path)
     if follow_on:
         subprocesses.PartWriter(directory).append(profile, config.program, profile.stats)
-    print(f"sigprof: the program exec'd {path} after {time.monotonic() - started:.1f} s; "
-          "the profile up to the exec:", file=sys.stderr)
-    try:
-        _finish_run(profile, config, directory, recorder.dropped_told, skip_pid=config.root_pid,
-                    cpu_seconds=_cpu_seconds(config.follow) - cpu_at_start)
-    except CliError as error:
-        _error(str(error))
+    _write_so_far(profile, recorder, directory, config, cpu_at_start,
+                  f"the program exec'd {path} after {time.monotonic() - started:.1f} s; "
+                  "the profile up to the exec:")
     if follow_on:
         print(f"sigprof: --subprocesses: {path} goes on being profiled into the same output",
               file=sys.stderr)
@@ -391,16 +387,27 @@ def _on_terminate(
     profile = recorder.stop()
     if config.follow:
         subprocesses.wait_for_ending_children(1.0)
-    print(f"sigprof: the program was terminated (SIGTERM) after {time.monotonic() - started:.1f} s; "
-          "the profile up to then:", file=sys.stderr)
+    try:
+        _write_so_far(profile, recorder, directory, config, cpu_at_start,
+                      f"the program was terminated (SIGTERM) after {time.monotonic() - started:.1f} s; "
+                      "the profile up to then:")
+    finally:
+        directory.remove()
+    sys.stderr.flush()
+
+
+def _write_so_far(
+    profile: Profile, recorder: Recorder, directory: subprocesses.RunDirectory,
+    config: subprocesses.RunConfig, cpu_at_start: float, headline: str,
+) -> None:
+    """The output of a program that has not ended (it is about to exec, or
+    a signal ends it), after a line saying so."""
+    print(f"sigprof: {headline}", file=sys.stderr)
     try:
         _finish_run(profile, config, directory, recorder.dropped_told, skip_pid=config.root_pid,
                     cpu_seconds=_cpu_seconds(config.follow) - cpu_at_start)
     except CliError as error:
         _error(str(error))
-    finally:
-        directory.remove()
-    sys.stderr.flush()
 
 
 def finish_after_exec(directory: subprocesses.RunDirectory, config: subprocesses.RunConfig) -> None:

@@ -14,12 +14,15 @@ import time
 from typing import Callable, TextIO
 
 import sigprof
+from sigprof.core import process_life
 from sigprof.core.sample_source import SOURCE, EpochTables, RawSample
 from sigprof.core.sampler import Batch, Frame, SamplerError, check_clock, check_frequency
 from sigprof.formats.profile_model import Profile, ProfileBuilder, strip_root_frames
 from sigprof.local.summary import progress_line
 
 _SIGPROF_DIR = os.path.dirname(os.path.abspath(sigprof.__file__)) + os.sep
+_RUN_HOOK_DIR = os.path.join(_SIGPROF_DIR, "local") + os.sep
+_PROCESS_LIFE_FILE = os.path.abspath(process_life.__file__)
 
 
 def dropped_message(dropped: int) -> str:
@@ -31,10 +34,15 @@ def dropped_message(dropped: int) -> str:
 
 def program_only(profile: Profile, launcher: str) -> Profile:
     """The program's own samples: the launcher's frames at the root go, and
-    so do the samples taken in sigprof's hooks the program's code called
-    into (at exit, exec and termination: writing the profile)."""
-    return strip_root_frames(profile, launcher_frames(launcher)).without_samples_in(
-        lambda frame: frame.filename.startswith(_SIGPROF_DIR))
+    so do the samples taken in the hooks `sigprof run` puts in the program's
+    way (at exit, exec, `os._exit` and termination: writing the profile).
+    sigprof's other frames stay: a function under `@sigprof.profile()` runs
+    inside one."""
+    return strip_root_frames(profile, launcher_frames(launcher)).without_samples_in(_in_run_hook)
+
+
+def _in_run_hook(frame: Frame) -> bool:
+    return frame.filename.startswith(_RUN_HOOK_DIR) or frame.filename == _PROCESS_LIFE_FILE
 
 
 def launcher_frames(launcher: str) -> Callable[[Frame], bool]:
