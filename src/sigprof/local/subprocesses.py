@@ -238,7 +238,7 @@ class ChildRecorder(Recorder):
         # read at each write: a new interpreter (multiprocessing's too) sets __main__ as it goes
         program = program_name(self._run_launcher) or self._program_at_start or "python"
         self._part.append(self.profile, program, self.totals())
-        terminate_if_pending()
+        _terminate_if_pending()
 
     def flush(self) -> None:
         """What was sampled so far goes to the part file now (the child is
@@ -333,7 +333,7 @@ def _write_then_terminate(signum: int, _frame: object) -> None:
     os.kill(os.getpid(), signum)
 
 
-def terminate_if_pending() -> None:
+def _terminate_if_pending() -> None:
     signum = _state.termination_pending
     if signum is not None:
         os.kill(os.getpid(), signum)  # the process's: a sampler thread blocks it
