@@ -649,6 +649,15 @@ static void reclaim_exited_threads(void)
     }
 }
 
+static void reclaim_exited_now(sp_thread_registry *registry)
+{
+    (void)registry;
+    pthread_mutex_lock(&S.registry_mutex);
+    tick_pass((sp_monotonic_ns() - S.base_ns) / S.config.interval_ns, 1);
+    pthread_mutex_unlock(&S.registry_mutex);
+    reclaim_exited_threads(); /* under the GIL, as in the collector */
+}
+
 static void *collector_main(void *unused)
 {
     (void)unused;
@@ -870,6 +879,7 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
         return -1;
     }
     S.registry.on_exit = on_thread_exit;
+    S.registry.on_full = reclaim_exited_now;
     for (uint32_t i = 0; i < config->max_threads; i++) {
         S.state_fds[i] = -1;
     }

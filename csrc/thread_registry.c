@@ -201,7 +201,12 @@ int sp_registry_add(sp_thread_registry *registry, struct _ts *tstate, sp_on_regi
         return 0; /* sigprof's own, or registered in this run already */
     }
     uint32_t index;
-    if (!find_free_slot(registry, &index)) {
+    int found = find_free_slot(registry, &index);
+    if (!found && registry->on_full != NULL) {
+        registry->on_full(registry);
+        found = find_free_slot(registry, &index);
+    }
+    if (!found) {
         atomic_fetch_add(&registry->overflow, 1);
         return 0;
     }

@@ -5,9 +5,10 @@
  *
  * Slots are allocated under the GIL, by a thread starting (it registers
  * itself) or by the collector's scan (threads started otherwise), and
- * reclaimed by the collector; a thread's exit marks its slot EXITED from the thread itself, before its
- * thread state is freed (a sentinel object in the thread state's dict is
- * deallocated by PyThreadState_Clear). */
+ * reclaimed by the collector (or at once by a registration that finds no
+ * slot free); a thread's exit marks its slot EXITED from the thread itself,
+ * before its thread state is freed (a sentinel object in the thread state's
+ * dict is deallocated by PyThreadState_Clear). */
 #ifndef SIGPROF_THREAD_REGISTRY_H
 #define SIGPROF_THREAD_REGISTRY_H
 
@@ -59,6 +60,11 @@ struct sp_thread_registry;
 /* Called by a thread leaving, after it marked its slot EXITED (holding the
  * GIL, never in a signal handler). */
 typedef void (*sp_on_exit)(struct sp_thread_registry *registry);
+/* Called under the GIL by a registration that found no FREE slot: frees the
+ * slots of threads that already left, at once, instead of at the ticker's and
+ * collector's next rounds (threads that start and end faster than those
+ * would otherwise go unsampled with fewer than capacity of them alive). */
+typedef void (*sp_on_full)(struct sp_thread_registry *registry);
 
 typedef struct sp_thread_registry {
     sp_thread_slot *slots;
@@ -67,6 +73,7 @@ typedef struct sp_thread_registry {
     _Atomic uint64_t overflow;   /* threads not sampled: no free slot */
     uint64_t session;            /* distinguishes sentinels of earlier runs */
     sp_on_exit on_exit;          /* or NULL */
+    sp_on_full on_full;          /* or NULL */
 } sp_thread_registry;
 
 /* The ticker reads another thread's state only between these two: a thread

@@ -1,5 +1,7 @@
 import threading
 
+import pytest
+
 from tests.core.workloads import recurse, spin
 
 
@@ -84,3 +86,21 @@ def test_many_short_threads_reuse_registry_slots(sampler_factory):
     # ended threads leave no slot (nor timer) behind: the main thread is left,
     # and at most a thread or two whose exit the ticker has not yet seen
     assert 1 <= registered <= 3, registered
+
+
+def do_nothing() -> None:
+    pass
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_threads_that_end_at_once_never_run_out_of_slots(sampler_factory, clock):
+    # Faster than the ticker's and collector's rounds: a thread that finds the
+    # registry full frees the slots of the threads that left itself (before
+    # that, 36 of 2,000 such threads went unsampled with 16 slots, wall clock).
+    sampler = sampler_factory(frequency=500, clock=clock, max_threads=4)
+    with sampler:
+        for _ in range(1000):
+            thread = threading.Thread(target=do_nothing)
+            thread.start()
+            thread.join()
+    assert sampler.stats()["untracked_threads"] == 0
