@@ -402,8 +402,18 @@ static int capture_blocked(uint32_t index, sp_thread_slot *slot, int64_t tick, i
     walk_into(S.ticker_tid, slot->tstate, scratch);
     uint64_t fingerprint = fingerprint_of(S.ticker_tid, slot->tstate);
     sp_slot_end_read(slot);
+    /* Read before the CPU time: if that is unchanged, the thread did not run
+     * since its state was read, so a mark seen here came before the read. */
+    int64_t marked = atomic_load(&slot->last_mark_ns);
     int good = fingerprint != 0 && !(scratch->flags & SP_RECORD_FAULTED) &&
                sp_thread_cpu_ns(slot->tid) == cpu_ns;
+    if (marked >= scratch->timestamp_ns) {
+        /* This pass began before the thread crossed a boundary, and read its
+         * stack after: dated at the pass's tick, that stack would be on the
+         * wrong side. Just after the mark instead, repeated from the next tick. */
+        scratch->timestamp_ns = marked + 1;
+        scratch->tick = (marked + 1 - S.base_ns) / S.config.interval_ns;
+    }
     uint64_t position;
     sp_record *record = good ? sp_ring_reserve(&S.ring, &position) : NULL;
     if (record != NULL) {
@@ -722,6 +732,7 @@ int sp_sampler_mark_current_thread(void)
         return -1;
     }
     record->timestamp_ns = sp_monotonic_ns();
+    atomic_store(&S.registry.slots[index].last_mark_ns, record->timestamp_ns);
     record->tick = 0;
     record->thread_ident = S.registry.slots[index].ident;
     record->slot = index;

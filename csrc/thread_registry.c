@@ -221,6 +221,7 @@ int sp_registry_add(sp_thread_registry *registry, struct _ts *tstate, sp_on_regi
     slot->timer.valid = 0;
     slot->last_cpu_ns = -1;
     atomic_store(&slot->idle_state, SP_IDLE_RUNNING);
+    atomic_store(&slot->last_mark_ns, INT64_MIN);
     atomic_store(&slot->generation, generation);
     sentinel->session = registry->session;
     sentinel->slot = index;

@@ -50,6 +50,7 @@ typedef struct {
     int name_attempts;    /* collector-private: tries left to find the thread's name */
     _Atomic int idle_state;
     _Atomic int being_read; /* the ticker is reading this thread's state (see sp_slot_begin_read) */
+    _Atomic int64_t last_mark_ns; /* when the thread last crossed a boundary, or INT64_MIN */
     /* ticker-private */
     int64_t last_cpu_ns;
     uint64_t idle_fingerprint; /* ticker-private, set with REPEATING */
