@@ -358,40 +358,40 @@ static sp_last_sample *last_sample_of(sp_resolver *r, const sp_record *record)
     return last;
 }
 
-/* `count` samples, the last at `now` with `stack_id`, the others evenly back
- * to `since` (exclusive). With a `previous_stack` (the stack of the sample at
- * `since`; -1: none), each earlier sample takes the stack of the nearer of
- * the two, a tie going to the earlier: the stack changed somewhere in the
- * gap, and code that ran after it must not be dated before it by more than
- * half the gap. */
-static int emit_spread(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t previous_stack,
-                       int64_t since, int64_t now, uint32_t count)
+/* `count` samples of `stack_id`, the last at `now`, the others evenly back
+ * to `since` (exclusive). */
+static int emit_spread(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t since, int64_t now,
+                       uint32_t count)
 {
     int64_t step = (now - since) / (int64_t)count;
     for (uint32_t i = count - 1; i > 0; i--) {
-        int64_t timestamp = now - (int64_t)i * step;
-        /* sample count - i of count, decided exactly: a rounded timestamp
-         * would miss the tie at the halfway sample */
-        int nearer_previous = previous_stack >= 0 && 2 * (uint64_t)(count - i) <= count;
-        if (emit(r, timestamp, ident, nearer_previous ? previous_stack : stack_id) != 0) {
+        if (emit(r, now - (int64_t)i * step, ident, stack_id) != 0) {
             return -1;
         }
     }
     return emit(r, now, ident, stack_id);
 }
 
-/* The wall clock owes a thread one sample per interval of wall time. When a
- * sample at `now` follows the thread's last one by more than an interval
- * (it was runnable but not running, or it blocked and the slow pass read it
- * later), the ticks in between are filled: the thread's stack only changes
- * while it runs, and it ran less than one interval of CPU time in that gap
- * without a timer sample. A blocked thread's stack takes the whole gap; a
- * signal's shares it with the last sample's (emit_spread). At least
- * `at_least` samples. */
-static uint32_t samples_owed(const sp_last_sample *last, int64_t now, int64_t interval_ns,
+/* The wall clock's tick at or before t. */
+static int64_t tick_of(const sp_resolver *r, int64_t t)
+{
+    int64_t d = t - r->tick_base_ns;
+    return d >= 0 ? d / r->interval_ns : -((-d + r->interval_ns - 1) / r->interval_ns);
+}
+
+/* The wall clock owes a thread one sample per tick. A sample at `now` stands
+ * for the ticks since the thread's last one (it was runnable but not
+ * running, or it blocked and a pass read it later): the thread's stack only
+ * changes while it runs, and it ran less than one interval of CPU time in
+ * that gap without a timer sample. A blocked thread's stack takes the whole
+ * gap; a signal's shares it with the last sample's (emit_ticks). None when
+ * no tick passed since the last sample: the thread's last stack becomes this
+ * one (the next gap begins in it). The cpu clock's (fill_gaps 0) and a
+ * thread's first: `at_least`, dated back from now. */
+static uint32_t samples_owed(const sp_resolver *r, const sp_last_sample *last, int64_t now,
                              uint32_t at_least, int fill_gaps, int64_t *since)
 {
-    *since = now - (int64_t)at_least * interval_ns;
+    *since = now - (int64_t)at_least * r->interval_ns;
     if (last == NULL || last->timestamp_ns == INT64_MIN || last->timestamp_ns >= now) {
         return at_least;
     }
@@ -402,9 +402,28 @@ static uint32_t samples_owed(const sp_last_sample *last, int64_t now, int64_t in
         }
         return at_least;
     }
-    int64_t owed = (now - last->timestamp_ns + interval_ns / 2) / interval_ns;
+    int64_t owed = tick_of(r, now) - tick_of(r, last->timestamp_ns);
     *since = last->timestamp_ns;
-    return owed < 1 ? 1 : owed > SP_MAX_MERGED + 1 ? SP_MAX_MERGED + 1 : (uint32_t)owed;
+    return owed > SP_MAX_MERGED + 1 ? SP_MAX_MERGED + 1 : (uint32_t)owed;
+}
+
+/* The `count` ticks after the one of `since`, each dated at its tick. With a
+ * `previous_stack` (the stack of the sample at `since`; -1: none), the first
+ * half of them take it, a tie going to the earlier: the stack changed
+ * somewhere in the gap, and code that ran after it must not be dated before
+ * it by more than half the gap. */
+static int emit_ticks(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t previous_stack,
+                      int64_t since, uint32_t count)
+{
+    int64_t first = tick_of(r, since) + 1;
+    for (uint32_t i = 1; i <= count; i++) {
+        int nearer_previous = previous_stack >= 0 && 2 * (uint64_t)i <= count;
+        int64_t timestamp = r->tick_base_ns + (first + (int64_t)i - 1) * r->interval_ns;
+        if (emit(r, timestamp, ident, nearer_previous ? previous_stack : stack_id) != 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, sp_last_sample *last, int64_t until_tick,
@@ -432,34 +451,45 @@ static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, sp_last_sample *las
  * the wall clock the gap since the thread's last sample is filled instead
  * (samples_owed). */
 static int emit_signal_sample(sp_resolver *r, const sp_record *record, sp_last_sample *last,
-                              int64_t stack_id, int64_t interval_ns, int fill_gaps)
+                              int64_t stack_id, int fill_gaps)
 {
     uint32_t merged = record->merged < SP_MAX_MERGED ? record->merged : SP_MAX_MERGED;
     int64_t since;
-    uint32_t count = samples_owed(last, record->timestamp_ns, interval_ns, merged + 1, fill_gaps, &since);
+    uint32_t count = samples_owed(r, last, record->timestamp_ns, merged + 1, fill_gaps, &since);
     /* a filled gap (wall clock) ends in this stack and begins in the last one */
-    int64_t previous_stack = fill_gaps && last != NULL && last->timestamp_ns == since ? last->stack_id : -1;
+    int by_ticks = fill_gaps && last != NULL && last->timestamp_ns == since;
+    int64_t previous_stack = by_ticks ? last->stack_id : -1;
+    if (count == 0) {
+        last->stack_id = stack_id;
+        return 0;
+    }
     if (last != NULL) {
         last->timestamp_ns = record->timestamp_ns;
         last->stack_id = stack_id;
     }
-    return emit_spread(r, record->thread_ident, stack_id, previous_stack, since, record->timestamp_ns,
-                       count);
+    return by_ticks ? emit_ticks(r, record->thread_ident, stack_id, previous_stack, since, count)
+                    : emit_spread(r, record->thread_ident, stack_id, since, record->timestamp_ns, count);
 }
 
 /* A blocked thread's stack, read at `record->tick`, stands for the time since
  * its last sample as well (samples_owed): the thread ran less than an
  * interval of CPU time in that gap, and spent the rest of it blocked there. */
 static int emit_idle_start(sp_resolver *r, const sp_record *record, sp_last_sample *last,
-                           int64_t stack_id, int64_t interval_ns, int fill_gaps)
+                           int64_t stack_id, int fill_gaps)
 {
     int64_t since;
-    uint32_t count = samples_owed(last, record->timestamp_ns, interval_ns, 1, fill_gaps, &since);
+    uint32_t count = samples_owed(r, last, record->timestamp_ns, 1, fill_gaps, &since);
+    int by_ticks = fill_gaps && last != NULL && last->timestamp_ns == since;
+    if (count == 0) {
+        last->stack_id = stack_id;
+        return 0;
+    }
     if (last != NULL) {
         last->timestamp_ns = record->timestamp_ns;
         last->stack_id = stack_id;
     }
-    return emit_spread(r, record->thread_ident, stack_id, -1, since, record->timestamp_ns, count);
+    return by_ticks ? emit_ticks(r, record->thread_ident, stack_id, -1, since, count)
+                    : emit_spread(r, record->thread_ident, stack_id, since, record->timestamp_ns, count);
 }
 
 /* The thread crossed a boundary at `record->timestamp_ns`. The wall clock
@@ -467,20 +497,19 @@ static int emit_idle_start(sp_resolver *r, const sp_record *record, sp_last_samp
  * stack (the stack the thread had on this side), and begins the next gap
  * at the mark with no stack, so the next sample's stack takes all of it. In
  * both clocks a later signal's samples are dated after the mark. */
-static int mark_boundary(sp_resolver *r, const sp_record *record, sp_last_sample *last,
-                         int64_t interval_ns, int fill_gaps)
+static int mark_boundary(sp_resolver *r, const sp_record *record, sp_last_sample *last, int fill_gaps)
 {
     int64_t mark = record->timestamp_ns;
     if (last->timestamp_ns != INT64_MIN && last->timestamp_ns >= mark) {
         return 0;
     }
     if (fill_gaps && last->timestamp_ns != INT64_MIN && last->stack_id >= 0) {
-        int64_t owed = (mark - last->timestamp_ns + interval_ns / 2) / interval_ns;
+        int64_t owed = tick_of(r, mark) - tick_of(r, last->timestamp_ns);
         if (owed > SP_MAX_MERGED) {
             owed = SP_MAX_MERGED;
         }
-        if (owed > 0 && emit_spread(r, record->thread_ident, last->stack_id, -1, last->timestamp_ns,
-                                    mark, (uint32_t)owed) != 0) {
+        if (owed > 0 && emit_ticks(r, record->thread_ident, last->stack_id, -1, last->timestamp_ns,
+                                   (uint32_t)owed) != 0) {
             return -1;
         }
     }
@@ -494,6 +523,8 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
 {
     const sp_record *record;
     int status = 0;
+    r->tick_base_ns = tick_base_ns;
+    r->interval_ns = interval_ns;
     while ((record = sp_ring_peek(ring)) != NULL) {
         sp_idle_thread *idle = record->slot < r->slot_count ? &r->idle[record->slot] : NULL;
         sp_last_sample *last = last_sample_of(r, record);
@@ -516,7 +547,7 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
                 idle->active = 0;
             }
             if (record->kind == SP_RECORD_MARK) {
-                if (last != NULL && mark_boundary(r, record, last, interval_ns, fill_gaps) != 0) {
+                if (last != NULL && mark_boundary(r, record, last, fill_gaps) != 0) {
                     status = -1;
                 }
                 sp_ring_pop(ring);
@@ -525,9 +556,9 @@ int sp_resolver_collect(sp_resolver *r, sp_ring *ring, int64_t tick_base_ns, int
             int64_t stack = intern_record(r, record);
             int emitted = stack < 0 ? -1
                           : record->kind == SP_RECORD_SIGNAL_SAMPLE
-                              ? emit_signal_sample(r, record, last, stack, interval_ns, fill_gaps)
+                              ? emit_signal_sample(r, record, last, stack, fill_gaps)
                           : record->kind == SP_RECORD_IDLE_START
-                              ? emit_idle_start(r, record, last, stack, interval_ns, fill_gaps)
+                              ? emit_idle_start(r, record, last, stack, fill_gaps)
                               : emit(r, record->timestamp_ns, record->thread_ident, stack);
             if (emitted != 0) {
                 status = -1;

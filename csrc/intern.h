@@ -94,6 +94,7 @@ typedef struct {
     sp_idle_thread *idle; /* per registry slot */
     sp_last_sample *last_sample; /* per registry slot */
     uint32_t slot_count;            /* registry slots, the length of both */
+    int64_t tick_base_ns, interval_ns; /* the wall clock's ticks, as of the last collect */
     sp_u64_map signal_counts; /* thread ident -> signals received */
     uint64_t emitted_samples, unresolved_frames, truncated_samples;
     int32_t scratch_capacity;

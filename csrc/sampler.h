@@ -56,6 +56,10 @@ int sp_sampler_stop(void);
 int sp_sampler_running(void);
 /* Drains pending records into the resolver. 0, or -1 when out of memory. */
 int sp_sampler_collect(void);
+/* Before a drain that hands samples out: while the wall clock's passes are
+ * slow, has the ticker pass now, so that blocked threads' ticks are there up
+ * to now (a few microseconds' wait; bounded). */
+void sp_sampler_catch_up(void);
 /* The resolver of the current or last run, or NULL. */
 sp_resolver *sp_sampler_resolver(void);
 void sp_sampler_counters(sp_counters *counters);

@@ -27,6 +27,7 @@ from sigprof._csrc.sampler cimport (
     SP_CLOCK_WALL,
     sp_config,
     sp_counters,
+    sp_sampler_catch_up,
     sp_sampler_collect,
     sp_sampler_counters,
     sp_sampler_resolver,
@@ -176,6 +177,7 @@ def drain(bint reset_interning=False):
     frames, stacks, samples = [], [], []
     if resolver == NULL:
         return first_frame, frames, first_stack, stacks, samples
+    sp_sampler_catch_up()
     if sp_sampler_collect() != 0:
         raise MemoryError("sigprof: out of memory while collecting samples")
     take_batch(resolver, frames, stacks, samples)

@@ -36,6 +36,7 @@ cdef extern from "sampler.h" nogil:
     int sp_sampler_stop() with gil
     int sp_sampler_running()
     int sp_sampler_collect() with gil
+    void sp_sampler_catch_up()
     sp_resolver *sp_sampler_resolver()
     void sp_sampler_counters(sp_counters *counters)
     int sp_sampler_supported(char *why, size_t why_len)
