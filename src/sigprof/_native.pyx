@@ -5,9 +5,13 @@ the sampling itself happens in C, in signal handlers and two native threads.
 Frames come out as raw tuples (kind, name, filename, lineno, first_lineno);
 sigprof.core.sampler gives them their public shape."""
 
+cimport cython
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free
+from libc.string cimport memcpy
 
 from sigprof._csrc.intern cimport (
     SP_FRAME_CODE,
@@ -150,9 +154,20 @@ cdef int take_batch(sp_resolver *resolver, list frames, list stacks, list sample
     # collect more records: read the tables by index, up to this snapshot.
     cdef uint64_t frame_end = resolver.frame_count
     cdef uint64_t stack_end = resolver.stack_count
+    # A blocked thread's repeats come in runs of one thread and one stack:
+    # their ints are made once per run, not per sample.
+    cdef uint64_t ident = 0
+    cdef int32_t stack = -1
+    cdef object ident_object = None, stack_object = None
     try:
         for i in range(count):
-            samples.append((taken[i].timestamp_ns, taken[i].thread_ident, taken[i].stack_id))
+            if ident_object is None or taken[i].thread_ident != ident:
+                ident = taken[i].thread_ident
+                ident_object = ident
+            if stack_object is None or taken[i].stack_id != stack:
+                stack = taken[i].stack_id
+                stack_object = stack
+            samples.append((taken[i].timestamp_ns, ident_object, stack_object))
     finally:
         free(taken)
     for i in range(frames_reported, frame_end):
@@ -292,3 +307,83 @@ def restore_sigprof_after_failed_exec():
 def handler_ours():
     """Whether SIGPROF still runs sigprof's handler."""
     return sp_signal_handler_ours() != 0
+
+
+# ---- a profile chunk's samples as JSON (sigprof.formats.chunk_json) ----
+
+
+cdef inline char *write_text(char *out, const char *text, Py_ssize_t length) noexcept:
+    memcpy(out, text, length)
+    return out + length
+
+
+@cython.cdivision(True)
+cdef char *write_unsigned(char *out, unsigned long long value) noexcept:
+    cdef char digits[20]
+    cdef int count = 0
+    while True:
+        digits[count] = <char>(48 + value % 10)
+        count += 1
+        value //= 10
+        if value == 0:
+            break
+    while count > 0:
+        count -= 1
+        out[0] = digits[count]
+        out += 1
+    return out
+
+
+cdef char *write_signed(char *out, long long value) noexcept:
+    if value < 0:
+        out[0] = 45  # '-'
+        return write_unsigned(out + 1, <unsigned long long>(-(value + 1)) + 1)
+    return write_unsigned(out, <unsigned long long>value)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def sentry_samples_json(samples, long long unix_offset_ns, Py_ssize_t stack_count):
+    """The samples array of a format v2 chunk, as the pure-Python writer in
+    sigprof.formats.chunk_json makes it (the same text, byte for byte): it
+    is the bulk of a chunk, about 20,000 samples a second with 200 idle
+    threads in the wall clock. ValueError for a stack id out of range."""
+    cdef list items = list(samples)
+    cdef Py_ssize_t count = len(items)
+    if count == 0:
+        return "[]"
+    # per sample at most: {"timestamp": 20 digits e-9,"thread_id":" 20 digits ","stack_id": 20 digits }
+    cdef Py_ssize_t capacity = 2 + count * 110
+    cdef char *buffer = <char *>PyMem_Malloc(capacity)
+    if buffer == NULL:
+        raise MemoryError()
+    cdef char *out = buffer
+    cdef Py_ssize_t index
+    cdef long long timestamp, stack_id
+    cdef unsigned long long thread_id
+    cdef object item
+    try:
+        out = write_text(out, b"[", 1)
+        for index in range(count):
+            item = items[index]
+            if type(item) is tuple and len(<tuple>item) == 3:  # what drain() gives
+                timestamp = (<tuple>item)[0]
+                thread_id = (<tuple>item)[1]
+                stack_id = (<tuple>item)[2]
+            else:
+                timestamp, thread_id, stack_id = item
+            if not 0 <= stack_id < stack_count:
+                raise ValueError(f"a sample names stack {stack_id} out of {stack_count}")
+            if index:
+                out = write_text(out, b",", 1)
+            out = write_text(out, b'{"timestamp":', 13)
+            out = write_signed(out, timestamp + unix_offset_ns)
+            out = write_text(out, b'e-9,"thread_id":"', 17)
+            out = write_unsigned(out, thread_id)
+            out = write_text(out, b'","stack_id":', 13)
+            out = write_signed(out, stack_id)
+            out = write_text(out, b"}", 1)
+        out = write_text(out, b"]", 1)
+        return PyUnicode_DecodeASCII(buffer, out - buffer, NULL)
+    finally:
+        PyMem_Free(buffer)

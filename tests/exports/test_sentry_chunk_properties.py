@@ -10,11 +10,12 @@ import json
 import os
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sigprof.core.sampler import Frame
-from sigprof.formats import sentry_chunk
+from sigprof.formats import chunk_json, sentry_chunk
 from sigprof.formats.profile_model import Profile
 
 from .test_sentry_chunk import vroom_parse
@@ -65,3 +66,26 @@ def test_any_profile_exports_as_chunks_sentry_parses(
         for frame in body["frames"]:
             assert frame["function"] and frame["lineno"] >= 0
     vroom_parse(sentry_chunk.render(profile).decode().splitlines()[0])
+
+
+RAW_SAMPLES = st.lists(
+    st.tuples(
+        st.integers(min_value=-(2**40), max_value=2**62),  # monotonic ns
+        st.integers(min_value=0, max_value=2**64 - 1),  # threading.get_ident()
+        st.integers(min_value=0, max_value=9),  # stack id
+    ),
+    max_size=50,
+)
+
+
+@given(RAW_SAMPLES, st.integers(min_value=-(2**40), max_value=2**60))
+def test_native_samples_json_is_the_python_text(samples, unix_offset_ns):
+    # The bridge's writer (used whenever the core is there) and the Python one
+    # (where it is not) write the same bytes, and refuse the same stacks.
+    native = pytest.importorskip("sigprof._native")
+    assert native.sentry_samples_json(samples, unix_offset_ns, 10) == chunk_json._samples_json(
+        samples, unix_offset_ns, 10
+    )
+    for writer in (native.sentry_samples_json, chunk_json._samples_json):
+        with pytest.raises(ValueError, match="names stack 9 out of 9"):
+            writer([*samples, (0, 1, 9)], unix_offset_ns, 9)

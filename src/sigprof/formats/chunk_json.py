@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sigprof.core.ids import random_hex_id
@@ -40,10 +41,7 @@ def chunk_json(
     `losses` (see `with_losses`) is written only when something was lost.
     Raises ValueError when a stack names a frame, or a sample a stack, that
     is not there (Sentry would reject the chunk)."""
-    thread_keys: dict[int, str] = {}
-    for _, thread_id, _ in samples:
-        if thread_id not in thread_keys:
-            thread_keys[thread_id] = str(thread_id)
+    thread_keys = {thread_id: str(thread_id) for thread_id in dict.fromkeys(map(itemgetter(1), samples))}
     marker = random_hex_id()  # stands for the samples, written below
     payload: dict[str, Any] = {
         "chunk_id": chunk_id,
@@ -67,7 +65,7 @@ def chunk_json(
     if losses and any(losses.values()):
         payload[LOSSES_KEY] = dict(losses)
     head = json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    samples_text = _samples_json(samples, unix_offset_ns, len(stacks))
+    samples_text = _write_samples(samples, unix_offset_ns, len(stacks))
     return head.replace(f'"{marker}"', samples_text, 1).encode()
 
 
@@ -99,8 +97,10 @@ def with_losses(body: bytes, losses: Mapping[str, int]) -> bytes:
 
 
 def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int, stack_count: int) -> str:
-    """The samples array, written directly: it is the bulk of a chunk, and
-    one dict per sample for json.dumps costs three times as much. Each
+    """The samples array, written directly (in Python where the compiled
+    core is absent; sigprof._native.sentry_samples_json writes the same text
+    otherwise): it is the bulk of a chunk, and one dict per sample for
+    json.dumps costs three times as much. Each
     (thread, stack) pair's text is made once. A timestamp is written as
     integer nanoseconds with an exponent ("1700000000123456789e-9"): a plain
     JSON number of Unix seconds, with no division or float formatting."""
@@ -123,6 +123,14 @@ def _samples_json(samples: Sequence[RawSample], unix_offset_ns: int, stack_count
         ]
     )
     return '[{"timestamp":' + body + "]"
+
+
+try:
+    # The same text, three times faster (about 100 ns a sample against 300
+    # here): with 200 idle threads the wall clock sends 20,000 a second.
+    from sigprof._native import sentry_samples_json as _write_samples
+except ImportError:  # the package without its core (an interpreter it is not built for)
+    _write_samples = _samples_json
 
 
 def has_enough_samples(samples: Sequence[RawSample], stacks: Sequence[Sequence[int]]) -> bool:
