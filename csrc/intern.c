@@ -354,18 +354,27 @@ static sp_last_sample *last_sample_of(sp_resolver *r, const sp_record *record)
         last->generation = record->generation;
         last->timestamp_ns = INT64_MIN;
         last->stack_id = -1;
+        last->on_tick = 0;
     }
     return last;
 }
 
-/* `count` samples of `stack_id`, the last at `now`, the others evenly back
- * to `since` (exclusive). */
-static int emit_spread(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t since, int64_t now,
-                       uint32_t count)
+/* `count` samples, the last at `now` with `stack_id`, the others evenly back
+ * to `since` (exclusive). With a `previous_stack` (the stack of the sample at
+ * `since`; -1: none), each earlier sample takes the stack of the nearer of
+ * the two, a tie going to the earlier: the stack changed somewhere in the
+ * gap, and code that ran after it must not be dated before it by more than
+ * half the gap. */
+static int emit_spread(sp_resolver *r, uint64_t ident, int64_t stack_id, int64_t previous_stack,
+                       int64_t since, int64_t now, uint32_t count)
 {
     int64_t step = (now - since) / (int64_t)count;
     for (uint32_t i = count - 1; i > 0; i--) {
-        if (emit(r, now - (int64_t)i * step, ident, stack_id) != 0) {
+        int64_t timestamp = now - (int64_t)i * step;
+        /* sample count - i of count, decided exactly: a rounded timestamp
+         * would miss the tie at the halfway sample */
+        int nearer_previous = previous_stack >= 0 && 2 * (uint64_t)(count - i) <= count;
+        if (emit(r, timestamp, ident, nearer_previous ? previous_stack : stack_id) != 0) {
             return -1;
         }
     }
@@ -389,7 +398,7 @@ static int64_t tick_of(const sp_resolver *r, int64_t t)
  * one (the next gap begins in it). The cpu clock's (fill_gaps 0) and a
  * thread's first: `at_least`, dated back from now. */
 static uint32_t samples_owed(const sp_resolver *r, const sp_last_sample *last, int64_t now,
-                             uint32_t at_least, int fill_gaps, int64_t *since)
+                             uint32_t at_least, int fill_gaps, int by_grid, int64_t *since)
 {
     *since = now - (int64_t)at_least * r->interval_ns;
     if (last == NULL || last->timestamp_ns == INT64_MIN || last->timestamp_ns >= now) {
@@ -402,8 +411,12 @@ static uint32_t samples_owed(const sp_resolver *r, const sp_last_sample *last, i
         }
         return at_least;
     }
-    int64_t owed = tick_of(r, now) - tick_of(r, last->timestamp_ns);
+    int64_t owed = by_grid ? tick_of(r, now) - tick_of(r, last->timestamp_ns)
+                           : (now - last->timestamp_ns + r->interval_ns / 2) / r->interval_ns;
     *since = last->timestamp_ns;
+    if (!by_grid && owed < 1) {
+        owed = 1;
+    }
     return owed > SP_MAX_MERGED + 1 ? SP_MAX_MERGED + 1 : (uint32_t)owed;
 }
 
@@ -438,6 +451,7 @@ static int repeat_idle(sp_resolver *r, sp_idle_thread *idle, sp_last_sample *las
             last->generation == idle->generation) {
             last->timestamp_ns = timestamp;
             last->stack_id = idle->stack_id;
+            last->on_tick = 1;
         }
     }
     return 0;
@@ -455,20 +469,24 @@ static int emit_signal_sample(sp_resolver *r, const sp_record *record, sp_last_s
 {
     uint32_t merged = record->merged < SP_MAX_MERGED ? record->merged : SP_MAX_MERGED;
     int64_t since;
-    uint32_t count = samples_owed(r, last, record->timestamp_ns, merged + 1, fill_gaps, &since);
+    int by_grid = last != NULL && last->on_tick;
+    uint32_t count = samples_owed(r, last, record->timestamp_ns, merged + 1, fill_gaps, by_grid, &since);
     /* a filled gap (wall clock) ends in this stack and begins in the last one */
-    int by_ticks = fill_gaps && last != NULL && last->timestamp_ns == since;
-    int64_t previous_stack = by_ticks ? last->stack_id : -1;
+    int filled = fill_gaps && last != NULL && last->timestamp_ns == since;
+    int64_t previous_stack = filled ? last->stack_id : -1;
     if (count == 0) {
-        last->stack_id = stack_id;
+        last->stack_id = stack_id; /* the tick is the blocked stack's already */
         return 0;
     }
     if (last != NULL) {
         last->timestamp_ns = record->timestamp_ns;
         last->stack_id = stack_id;
+        last->on_tick = 0;
     }
-    return by_ticks ? emit_ticks(r, record->thread_ident, stack_id, previous_stack, since, count)
-                    : emit_spread(r, record->thread_ident, stack_id, since, record->timestamp_ns, count);
+    return filled && by_grid
+               ? emit_ticks(r, record->thread_ident, stack_id, previous_stack, since, count)
+               : emit_spread(r, record->thread_ident, stack_id, previous_stack, since, record->timestamp_ns,
+                             count);
 }
 
 /* A blocked thread's stack, read at `record->tick`, stands for the time since
@@ -478,7 +496,7 @@ static int emit_idle_start(sp_resolver *r, const sp_record *record, sp_last_samp
                            int64_t stack_id, int fill_gaps)
 {
     int64_t since;
-    uint32_t count = samples_owed(r, last, record->timestamp_ns, 1, fill_gaps, &since);
+    uint32_t count = samples_owed(r, last, record->timestamp_ns, 1, fill_gaps, 1, &since);
     int by_ticks = fill_gaps && last != NULL && last->timestamp_ns == since;
     if (count == 0) {
         last->stack_id = stack_id;
@@ -487,9 +505,10 @@ static int emit_idle_start(sp_resolver *r, const sp_record *record, sp_last_samp
     if (last != NULL) {
         last->timestamp_ns = record->timestamp_ns;
         last->stack_id = stack_id;
+        last->on_tick = 1;
     }
     return by_ticks ? emit_ticks(r, record->thread_ident, stack_id, -1, since, count)
-                    : emit_spread(r, record->thread_ident, stack_id, since, record->timestamp_ns, count);
+                    : emit_spread(r, record->thread_ident, stack_id, -1, since, record->timestamp_ns, count);
 }
 
 /* The thread crossed a boundary at `record->timestamp_ns`. The wall clock
@@ -515,6 +534,7 @@ static int mark_boundary(sp_resolver *r, const sp_record *record, sp_last_sample
     }
     last->timestamp_ns = mark;
     last->stack_id = -1;
+    last->on_tick = 0;
     return 0;
 }
 

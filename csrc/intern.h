@@ -62,6 +62,7 @@ typedef struct {
     uint32_t generation;
     int64_t timestamp_ns;
     int64_t stack_id;
+    int on_tick; /* that sample was a blocked thread's, dated at a tick */
 } sp_last_sample;
 
 /* A signal never stands for more expirations than this (one second at the

@@ -100,9 +100,10 @@ def short_wait() -> None:
 
 def test_short_waits_in_a_loop_get_their_share(sampler_factory):
     # 6 ms of CPU, then a 4 ms wait, over and over: the wall clock owes the
-    # wait its share of the ticks, and every tick one sample, not more. (The
-    # wait is read at the pass that falls in it; the loop's runs between two
-    # reads must end its repeats. Before: 18% for a 40% wait, and 8% more
+    # wait its share of the ticks, and every tick about one sample. (The wait
+    # is read at the pass that falls in it; the loop's runs between two reads
+    # must end its repeats, and a signal between two ticks already given to
+    # the wait adds no sample. Before: 18% for a 40% wait, and 8% more
     # samples than ticks.)
     sampler = sampler_factory(frequency=101, clock="wall")
     waited = 0
@@ -114,9 +115,9 @@ def test_short_waits_in_a_loop_get_their_share(sampler_factory):
             short_wait()
             waited += time.monotonic() - before
         elapsed = time.monotonic() - start
-        ticks_before_stop = sampler.stats()["ticks"]
     main = [s for s in sampler.samples() if s.thread_id == threading.main_thread().ident]
     share = sum(1 for s in main if s.frames[0].function == "short_wait") / len(main)
     truth = waited / elapsed
     assert abs(share - truth) < 0.08, (share, truth)
-    assert ticks_before_stop <= len(main) <= sampler.stats()["ticks"] + 2, (len(main), sampler.stats())
+    ticks = sampler.stats()["ticks"]
+    assert abs(len(main) - ticks) <= 0.03 * ticks, (len(main), ticks)
