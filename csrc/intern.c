@@ -388,14 +388,16 @@ static int64_t tick_of(const sp_resolver *r, int64_t t)
     return d >= 0 ? d / r->interval_ns : -((-d + r->interval_ns - 1) / r->interval_ns);
 }
 
-/* The wall clock owes a thread one sample per tick. A sample at `now` stands
- * for the ticks since the thread's last one (it was runnable but not
+/* The wall clock owes a thread about one sample per tick. A sample at `now`
+ * stands for the time since the thread's last one (it was runnable but not
  * running, or it blocked and a pass read it later): the thread's stack only
  * changes while it runs, and it ran less than one interval of CPU time in
  * that gap without a timer sample. A blocked thread's stack takes the whole
- * gap; a signal's shares it with the last sample's (emit_ticks). None when
- * no tick passed since the last sample: the thread's last stack becomes this
- * one (the next gap begins in it). The cpu clock's (fill_gaps 0) and a
+ * gap; a signal's shares it with the last sample's. by_grid (the last sample
+ * was dated at a tick): the ticks passed since, none when none did (the
+ * thread's last stack then becomes this one: the next gap begins in it);
+ * otherwise the intervals since, rounded, at least one (a running thread's
+ * signals sample its CPU time evenly). The cpu clock's (fill_gaps 0) and a
  * thread's first: `at_least`, dated back from now. */
 static uint32_t samples_owed(const sp_resolver *r, const sp_last_sample *last, int64_t now,
                              uint32_t at_least, int fill_gaps, int by_grid, int64_t *since)
