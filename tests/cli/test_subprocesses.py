@@ -172,7 +172,7 @@ def test_no_hint_when_no_child_ran_python(tmp_path: Path) -> None:
 
 
 EXEC_PROGRAM = """
-import os, sys, time
+import os, posix, sys, time
 
 def spin(seconds):
     end = time.thread_time() + seconds
@@ -183,7 +183,8 @@ def before_exec():
     spin(0.5)
 
 before_exec()
-os.execv(sys.executable, [sys.executable, os.path.join(os.path.dirname(__file__), "after.py"), "3"])
+execv = {"os": os.execv, "posix": posix.execv}[sys.argv[1] if len(sys.argv) > 1 else "os"]
+execv(sys.executable, [sys.executable, os.path.join(os.path.dirname(__file__), "after.py"), "3"])
 """
 
 AFTER_EXEC = """
@@ -200,13 +201,14 @@ sys.exit(int(sys.argv[1]))
 
 
 @needs_native
+@pytest.mark.parametrize("module", ["os", "posix"])
 @pytest.mark.parametrize("follow", [False, True])
-def test_exec_writes_the_profile_up_to_it(tmp_path: Path, follow: bool) -> None:
+def test_exec_writes_the_profile_up_to_it(tmp_path: Path, follow: bool, module: str) -> None:
     write_script(tmp_path / "execs.py", EXEC_PROGRAM)
     write_script(tmp_path / "after.py", AFTER_EXEC)
     flags = ["--subprocesses"] if follow else []
     result = sigprof_cli("run", *flags, "--clock", "cpu", "-f", str(FREQUENCY), "--format", "speedscope",
-                         "-o", "out.json", "execs.py", cwd=tmp_path)
+                         "-o", "out.json", "execs.py", module, cwd=tmp_path)
     assert result.returncode == 3, result.stderr  # the exec'd program's own exit code
     assert re.search(rf"^sigprof: the program exec'd {re.escape(sys.executable)} after \d+\.\d s; "
                      "the profile up to the exec:$", result.stderr, re.MULTILINE), result.stderr

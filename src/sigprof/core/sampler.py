@@ -383,7 +383,7 @@ def _merge(batches: list[Batch]) -> Batch:
 
 
 def _guard_exec(exec_function: Callable[..., Any]) -> Callable[..., Any]:
-    """Wraps os.execv / os.execve (the os.exec* family goes through them): a
+    """Wraps execv / execve (the os.exec* family goes through them): a
     SIGPROF pending when execve replaces the program would kill the new one.
     The exec hooks of process_life run first (`sigprof run` writes the
     profile up to the exec)."""
@@ -403,10 +403,16 @@ def _guard_exec(exec_function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _install_exec_guard() -> None:
-    for name in ("execv", "execve"):
-        function = getattr(os, name)
-        if not getattr(function, "__sigprof_guarded__", False):
-            setattr(os, name, _guard_exec(function))
+    """In os and in posix, whose functions os re-exports: a program may call
+    posix.execv itself. A reference taken before the sampler started (`from
+    os import execv` at import) keeps the unguarded function."""
+    import posix  # Linux only, as is the native sampler
+
+    for module in (os, posix):
+        for name in ("execv", "execve"):
+            function = getattr(module, name)
+            if not getattr(function, "__sigprof_guarded__", False):
+                setattr(module, name, _guard_exec(function))
 
 
 def _stop_at_exit() -> None:
