@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.uwsgi_stats import wait_until_uwsgi_workers_idle
+
 from .conftest import needs_native, sigprof_cli, write_script
 
 FREQUENCY = 101
@@ -290,7 +292,7 @@ def test_sigterm_writes_the_profile_up_to_it(tmp_path: Path, follow: bool) -> No
                    for name in functions), threads
 
 
-GUNICORN_APP = """
+WSGI_APP = """
 import json, os, time
 
 def work(seconds):
@@ -316,7 +318,7 @@ def _free_port() -> int:
 @needs_native
 def test_gunicorn_workers(tmp_path: Path) -> None:
     pytest.importorskip("gunicorn")
-    write_script(tmp_path / "app.py", GUNICORN_APP)
+    write_script(tmp_path / "app.py", WSGI_APP)
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "sigprof", "run", "--subprocesses", "--clock", "cpu", "-f", str(FREQUENCY),
@@ -340,16 +342,101 @@ def test_gunicorn_workers(tmp_path: Path) -> None:
     assert len({answer["pid"] for answer in answers}) == 2
 
 
+@needs_native
+def test_a_program_that_is_not_python_is_run_and_its_python_followed(tmp_path: Path) -> None:
+    """A shell script (as uWSGI, or any launcher that is not Python): run as
+    a child, its Python processes followed without --subprocesses, since
+    nothing else could be profiled; its exit code passes through."""
+    write_script(tmp_path / "spins.py", AFTER_EXEC.replace("after_exec", "spins"))
+    launcher = tmp_path / "launch.sh"
+    launcher.write_text(f"#!/bin/sh\n{sys.executable} spins.py 0\nexit 5\n")
+    launcher.chmod(0o755)
+    result = sigprof_cli("run", "--clock", "cpu", "-f", str(FREQUENCY), "--format", "speedscope",
+                         "-o", "out.json", "./launch.sh", cwd=tmp_path)
+    assert result.returncode == 5, result.stderr
+    threads = _threads(tmp_path / "out.json")
+    (name,) = threads  # the run's own waiting is not in it
+    assert re.fullmatch(r"\d+ spins\.py: MainThread", name)
+    assert threads[name]["spins"] >= 0.8 * 0.5 * FREQUENCY
+
+
+UWSGI = Path(sys.executable).parent / "uwsgi"
+needs_uwsgi = pytest.mark.skipif(not UWSGI.exists(), reason="uwsgi is not installed (it builds from source)")
+
+
+def _uwsgi_command(port: int, *options: str) -> list[str]:
+    return [str(UWSGI), "--master", "--processes", "2", "--http-socket", f"127.0.0.1:{port}",
+            "--wsgi-file", "app.py", "--callable", "app", "--disable-logging", "--die-on-term", *options]
+
+
+@needs_native
+@needs_uwsgi
+def test_uwsgi_workers(tmp_path: Path) -> None:
+    """uWSGI is a C program: `sigprof run uwsgi ...` runs it as a child and
+    follows the Python in it; SIGTERM to the run reaches it (--die-on-term:
+    it stops its workers, which write their parts as they leave)."""
+    write_script(tmp_path / "app.py", WSGI_APP)
+    port = stats_port = _free_port()
+    while stats_port == port:  # both probes are closed: the OS may hand one out twice
+        stats_port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sigprof", "run", "--clock", "cpu", "-f", str(FREQUENCY), "--no-summary",
+         "--format", "speedscope", "-o", "out.json",
+         *_uwsgi_command(port, "--py-call-uwsgi-fork-hooks", "--stats", f"127.0.0.1:{stats_port}")],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        answers = _requests(port, count=60, server=server)
+        # a worker stopped while busy skips Python's atexit: its last samples would be lost
+        wait_until_uwsgi_workers_idle(stats_port, requests=60)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=120)
+    assert server.returncode == 0, stderr
+    assert "--py-call-uwsgi-fork-hooks" not in stderr  # no warning with the option
+    threads = _threads(tmp_path / "out.json")
+    pids = {answer["pid"] for answer in answers}
+    assert len(pids) == 2
+    for pid in pids:
+        owed = sum(answer["seconds"] for answer in answers if answer["pid"] == pid) * FREQUENCY
+        names = [name for name in threads if re.fullmatch(rf"{pid} uwsgi: uWSGIWorker\dCore0", name)]
+        assert len(names) == 1, (pid, sorted(threads))
+        name = names[0]
+        assert threads[name]["work"] >= 0.8 * owed, (name, threads[name]["work"], owed)
+
+
+@needs_native
+@needs_uwsgi
+def test_uwsgi_without_fork_hooks_is_told(tmp_path: Path) -> None:
+    """Without the option Python's fork hooks do not run in uWSGI's workers:
+    they cannot be followed, and the run says so as uWSGI starts."""
+    write_script(tmp_path / "app.py", WSGI_APP)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "sigprof", "run", "--clock", "cpu", "--no-summary", "-o", "out.html",
+         *_uwsgi_command(_free_port())],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert server.stderr is not None
+        lines = iter(server.stderr.readline, "")
+        warning = next((line for line in lines if line.startswith("sigprof:")), "")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=60)
+    assert warning.strip() == ("sigprof: uWSGI without --py-call-uwsgi-fork-hooks on its command line: "
+                               "its workers are not profiled, and one may never start; add the option")
+
+
 def _requests(port: int, count: int, server: subprocess.Popen) -> list[dict]:
     """`count` requests, four at a time once the server answers (both workers busy)."""
     deadline = time.monotonic() + 60
     while True:
-        assert server.poll() is None, "gunicorn ended early"
+        assert server.poll() is None, "the server ended early"
         try:
             first = _get(port)
             break
         except OSError:
-            assert time.monotonic() < deadline, "gunicorn never answered"
+            assert time.monotonic() < deadline, "the server never answered"
             time.sleep(0.1)
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as clients:
         return [first, *clients.map(lambda _: _get(port), range(count - 1))]

@@ -29,6 +29,7 @@ import pytest
 from tests.sentry.generations import requires_sdk2
 from tests.sentry.judge import check_chunk, check_profile_v1, functions_in
 from tests.sentry.receiver import Receiver
+from tests.uwsgi_stats import wait_until_uwsgi_workers_idle
 
 pytest.importorskip("gunicorn")
 UWSGI = Path(sys.executable).parent / "uwsgi"
@@ -159,26 +160,6 @@ def _threads_in_group(group: int) -> str:
     return "\n".join(lines)
 
 
-def _wait_until_uwsgi_workers_idle(stats_port: int, requests: int) -> None:
-    """Until uWSGI's stats server shows every request closed and no worker
-    busy. A client has its answer before the worker is done with the request
-    (the WSGI iterable's close(), which finishes the Sentry transaction, comes
-    after the body is sent), and uWSGI skips Python's atexit in a worker that
-    is killed while busy (uwsgi_python_atexit)."""
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.create_connection(("127.0.0.1", stats_port), timeout=5) as stats:
-            raw = b"".join(iter(lambda: stats.recv(65536), b""))
-        workers = json.loads(raw)["workers"]
-        if sum(w["requests"] for w in workers) >= requests and all(
-            w["status"] == "idle" for w in workers
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"uWSGI workers still busy: {workers}")
-        time.sleep(0.05)
-
-
 def _requests(port: int, count: int) -> list[dict[str, Any]]:
     # Two at a time, so that both workers serve some.
     with ThreadPoolExecutor(2) as pool:
@@ -307,7 +288,7 @@ def test_uwsgi_master_processes(receiver: Receiver, tmp_path: Path, mode: str, s
         answers = _requests(port, 8)
         master_threads = _sampler_threads(server.pid)
         if stop == "die-on-term":
-            _wait_until_uwsgi_workers_idle(stats_port, requests=8)
+            wait_until_uwsgi_workers_idle(stats_port, requests=8)
     finally:
         output, stopped = _stop(server)
     assert stopped and server.returncode == 0, output

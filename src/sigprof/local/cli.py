@@ -69,14 +69,16 @@ def _seconds(text: str) -> float:
     return value
 
 
-RUN_USAGE = "sigprof run [options] (script.py | -m module) [args ...]"
+RUN_USAGE = "sigprof run [options] (script.py | -m module | program) [args ...]"
 
 
 def _run_parser() -> argparse.ArgumentParser:
     run = argparse.ArgumentParser(
         prog="sigprof run", usage=RUN_USAGE,
         description="Run a Python program under the sampler and write its profile. "
-                    "Everything after the script (or -m module) is the program's own arguments.",
+                    "Everything after the script (or -m module) is the program's own arguments. "
+                    "A program that is not Python (uwsgi, a shell script) runs as a child, "
+                    "and the Python processes it starts are profiled.",
     )
     run.add_argument("-f", "--frequency", type=_frequency, default=101,
                      help=f"samples per second (default 101, at most {MAX_FREQUENCY})")
@@ -264,8 +266,10 @@ def _cmd_run(argv: Sequence[str]) -> int:
         name=" ".join([command, *program_args]),
         progress=progress, warnings=sys.stderr,
     )
+    # a program that is not Python can only be profiled in the Python processes it starts
+    follow = options.subprocesses or target.command
     config = subprocesses.RunConfig(
-        follow=options.subprocesses, frequency=options.frequency, clock=options.clock,
+        follow=follow, frequency=options.frequency, clock=options.clock,
         output=os.path.abspath(output), format=options.format, threads=patterns,
         summary=not options.no_summary, name=recorder.profile.name,
         program=target.display_name, launcher=recorder.launcher, root_pid=os.getpid(),
@@ -276,24 +280,27 @@ def _cmd_run(argv: Sequence[str]) -> int:
     except (sigprof.SamplerError, sigprof.NativeUnavailable) as error:
         directory.remove()
         raise CliError(f"cannot start sampling: {error}", EXIT_NATIVE) from None
-    subprocesses.watch_children(directory, options.subprocesses)
+    subprocesses.watch_children(directory, follow)
     main_thread = threading.main_thread().native_id or os.getpid()
-    started, cpu_at_start = time.monotonic(), _cpu_seconds(options.subprocesses)
+    started, cpu_at_start = time.monotonic(), _cpu_seconds(follow)
     before_exec(lambda path: _on_exec(path, recorder, directory, config, started, cpu_at_start))
     subprocesses.write_before_termination(
         lambda: _on_terminate(recorder, directory, config, started, cpu_at_start))
-    if options.duration is not None:
+    interrupt_here = options.duration is not None and not target.command
+    if interrupt_here:
         # a real SIGINT to the main thread, so a blocking sleep or read wakes up
         interrupt_thread_after(main_thread, options.duration)
-    code = runner.run(target)
+    code = runner.run(target, interrupt_after=None if interrupt_here else options.duration)
     subprocesses.write_before_termination(None)  # the program ended: the profile is written below
-    if options.duration is not None:
+    if interrupt_here:
         interrupt_thread_after(main_thread, 0)  # the program ended first
     if os.getpid() != config.root_pid:
         # a child the program forked is leaving through our code: it exits as
         # it would have; the profile is the parent's to write, not this copy's
         return code
     profile = recorder.stop()
+    if target.command:
+        profile = profile.select_threads([])  # this process only waited: the command's are in the parts
     duration_reached = options.duration is not None and time.monotonic() - started >= options.duration
     if duration_reached and code == 130:
         code = 0  # our own interrupt, not the program failing

@@ -1,12 +1,17 @@
 """Runs the profiled program the way ``python script.py`` or ``python -m
 module`` would: as ``__main__``, with its own sys.argv and sys.path[0],
-and reports how it ended as an exit code instead of leaving."""
+and reports how it ended as an exit code instead of leaving. A program that
+is not Python (uWSGI, a shell script) runs as a child process instead: only
+the Python processes it starts can be profiled, by following them."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import runpy
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import traceback
@@ -23,6 +28,7 @@ class Target:
     script: str | None  # a path, or None when module is set
     module: str | None
     args: list[str]
+    command: bool = False  # script is an executable that is not Python; set by check()
 
     @property
     def display_name(self) -> str:
@@ -33,8 +39,12 @@ class Target:
     def check(self) -> None:
         """Fails early, before any sampling, if the program cannot start."""
         if self.script is not None:
+            if not os.path.exists(self.script) and os.sep not in self.script:
+                # as a shell finds `uwsgi` or `gunicorn`
+                self.script = shutil.which(self.script) or self.script
             if not os.path.exists(self.script):
                 raise TargetError(f"script not found: {self.script}")
+            self.command = _is_other_executable(self.script)
             if os.path.isdir(self.script) and not os.path.exists(
                 os.path.join(self.script, "__main__.py")
             ):
@@ -57,10 +67,29 @@ class Target:
             )
 
 
-def run(target: Target) -> int:
+def _is_other_executable(path: str) -> bool:
+    """A compiled program, or a script whose #! line names no Python; any
+    other file is run as Python source, as `python FILE` would."""
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return False
+    try:
+        with open(path, "rb") as program:
+            start = program.readline(256)
+    except OSError:
+        return False
+    if start.startswith(b"\x7fELF"):
+        return True
+    return start.startswith(b"#!") and b"python" not in start
+
+
+def run(target: Target, interrupt_after: float | None = None) -> int:
     """Runs the program to its end; returns its exit code. Exceptions it
     raises are printed like the interpreter would and give code 1;
-    KeyboardInterrupt gives 130."""
+    KeyboardInterrupt gives 130. interrupt_after: for a command, seconds
+    after which it gets a SIGINT (a Python program gets its interrupt from
+    the caller's timer, in its own main thread)."""
+    if target.command:
+        return _run_command(target, interrupt_after)
     saved_argv, saved_path = sys.argv, list(sys.path)
     main_module = sys.modules.get("__main__")
     try:
@@ -88,6 +117,28 @@ def run(target: Target) -> int:
         sys.path[:] = saved_path
         if main_module is not None:
             sys.modules["__main__"] = main_module
+
+
+def _run_command(target: Target, interrupt_after: float | None) -> int:
+    """The command as a child, in this process group so that a terminal's
+    Ctrl-C reaches it directly (this process ignores SIGINT meanwhile, so the
+    command does not get it twice); SIGTERM (a container's stop, `timeout`)
+    is passed on. A command ended by a signal gives 128 + its number."""
+    assert target.script is not None
+    child = subprocess.Popen([target.script, *target.args])
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+    try:
+        if interrupt_after is not None:
+            try:
+                child.wait(timeout=interrupt_after)
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGINT)
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+    return 128 - code if code < 0 else code
 
 
 def _wait_for_threads() -> None:

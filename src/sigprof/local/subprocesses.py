@@ -303,6 +303,25 @@ def _start_recording(directory: RunDirectory, config: RunConfig) -> None:
     write_before_termination(flush_child)
 
 
+UWSGI_FORK_HOOKS = "py-call-uwsgi-fork-hooks"
+
+
+def _uwsgi_calls_fork_hooks() -> bool:
+    """uWSGI forks its workers from C: only with this option do Python's fork
+    hooks, and so the run's, run in them. It has not read its options when
+    this interpreter starts, and holds the GIL in its master loop without
+    --enable-threads, so its command line and environment are read here (an
+    option set in a configuration file is not seen)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:
+            words = cmdline.read().split(b"\0")
+    except OSError:
+        return True  # cannot tell: no warning
+    flag = f"--{UWSGI_FORK_HOOKS}".encode()
+    environment = os.environ.get("UWSGI_" + UWSGI_FORK_HOOKS.upper().replace("-", "_"), "")
+    return flag in words or environment.lower() not in ("", "0", "false", "no")
+
+
 def write_before_termination(write: Callable[[], None] | None) -> None:
     """SIGTERM at its default ends a process before it writes what it
     sampled: the run's own process all of it (`timeout`, a container's stop),
@@ -370,6 +389,9 @@ def start_in_new_interpreter(path: str) -> None:
     config = directory.config()
     _state.directory, _state.follow = directory, True
     _start_recording(directory, config)
+    if "uwsgi" in sys.builtin_module_names and not _uwsgi_calls_fork_hooks():
+        print(f"sigprof: uWSGI without --{UWSGI_FORK_HOOKS} on its command line: its workers "
+              "are not profiled, and one may never start; add the option", file=sys.stderr, flush=True)
     if os.getpid() == config.root_pid:
         # the run's own process exec'd this program: it writes the output now
         from sigprof.local import cli
