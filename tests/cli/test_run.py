@@ -264,6 +264,29 @@ def test_script_not_found(tmp_path: Path) -> None:
     assert "script not found: missing.py" in result.stderr
 
 
+@needs_native
+def test_a_program_is_found_on_path_then_beside_the_interpreter(tmp_path: Path) -> None:
+    """As a shell finds a console script; and in a virtual environment that
+    is not activated (`.venv/bin/sigprof run pytest`), beside its python."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "say-hello"
+    program.write_text(f"#!{sys.executable}\nprint('hello from', __name__)\n")
+    program.chmod(0o755)
+    system_path = "/usr/bin:/bin"
+    found = sigprof_cli("run", "--no-summary", "-o", "a.html", "say-hello", cwd=tmp_path,
+                        env={"PATH": f"{folder}:{system_path}"})
+    assert found.returncode == 0, found.stderr
+    assert "hello from __main__" in found.stdout  # run in-process, as a Python script
+    beside = Path(sys.executable).parent / "pytest"
+    if not beside.exists():
+        pytest.skip("no pytest script beside this interpreter")
+    result = sigprof_cli("run", "--no-summary", "-o", "b.html", "pytest", "--version", cwd=tmp_path,
+                         env={"PATH": system_path})
+    assert result.returncode == 0, result.stderr
+    assert "pytest" in result.stdout + result.stderr
+
+
 def test_module_not_importable(tmp_path: Path) -> None:
     result = sigprof_cli("run", "-m", "no_such_module_here", cwd=tmp_path)
     assert result.returncode == 2

@@ -40,8 +40,14 @@ class Target:
         """Fails early, before any sampling, if the program cannot start."""
         if self.script is not None:
             if not os.path.exists(self.script) and os.sep not in self.script:
-                # as a shell finds `uwsgi` or `gunicorn`
-                self.script = shutil.which(self.script) or self.script
+                # as a shell finds `uwsgi` or `gunicorn`; or beside this
+                # interpreter, in a virtual environment not activated
+                found = shutil.which(self.script) or shutil.which(
+                    self.script, path=os.path.dirname(sys.executable))
+                if found is None:
+                    raise TargetError(f"script not found: {self.script} (not a file here, nor a "
+                                      "program on PATH or in this Python's bin folder)")
+                self.script = found
             if not os.path.exists(self.script):
                 raise TargetError(f"script not found: {self.script}")
             self.command = _is_other_executable(self.script)
