@@ -17,8 +17,11 @@
 
 #ifdef __linux__
 
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 
 static sp_signal_callback signal_callback;
 static uint64_t signal_cookie_magic;
@@ -262,6 +265,52 @@ void sp_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t
 {
     struct timespec until = {deadline_ns / 1000000000, deadline_ns % 1000000000};
     pthread_cond_timedwait(cond, mutex, &until);
+}
+
+int sp_wakeup_fd_create(void)
+{
+    return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+void sp_wakeup_post(int fd)
+{
+    uint64_t one = 1;
+    if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the ticker wakes anyway */
+    }
+}
+
+int sp_deadline_fd_create(void)
+{
+    return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+}
+
+void sp_deadline_arm(int fd, int64_t after_ns)
+{
+    struct itimerspec when = {{0, 0}, {after_ns / 1000000000, after_ns % 1000000000}};
+    if (fd >= 0) {
+        timerfd_settime(fd, 0, &when, NULL);
+    }
+}
+
+static int consume(int fd)
+{
+    uint64_t count;
+    return fd >= 0 && read(fd, &count, sizeof(count)) == (ssize_t)sizeof(count);
+}
+
+int sp_wait_for_wakeup(int wakeup_fd, int deadline_fd, int64_t until_ns)
+{
+    int64_t left = until_ns - sp_monotonic_ns();
+    if (left <= 0) {
+        return 0;
+    }
+    struct timespec timeout = {left / 1000000000, left % 1000000000};
+    struct pollfd fds[2] = {{wakeup_fd, POLLIN, 0}, {deadline_fd, POLLIN, 0}};
+    if (ppoll(fds, 2, &timeout, NULL) <= 0) {
+        return 0; /* the time came (or EINTR: the caller looks at the time again) */
+    }
+    return (consume(wakeup_fd) ? SP_WOKE_POSTED : 0) | (consume(deadline_fd) ? SP_WOKE_DEADLINE : 0);
 }
 
 pid_t sp_current_tid(void)
@@ -541,6 +590,17 @@ void sp_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t
     (void)cond;
     (void)mutex;
     (void)deadline_ns;
+}
+int sp_wakeup_fd_create(void) { return -1; }
+void sp_wakeup_post(int fd) { (void)fd; }
+int sp_deadline_fd_create(void) { return -1; }
+void sp_deadline_arm(int fd, int64_t after_ns) { (void)fd; (void)after_ns; }
+int sp_wait_for_wakeup(int wakeup_fd, int deadline_fd, int64_t until_ns)
+{
+    (void)wakeup_fd;
+    (void)deadline_fd;
+    (void)until_ns;
+    return 0;
 }
 pid_t sp_current_tid(void) { return 0; }
 pid_t sp_tid_of_pthread(unsigned long pthread_ident) { (void)pthread_ident; return 0; }

@@ -44,6 +44,19 @@ int sp_monotonic_cond_init(pthread_cond_t *cond);
 /* Waits on cond (mutex held) until signalled, or until CLOCK_MONOTONIC
  * reaches deadline_ns; callers check their own condition again. */
 void sp_cond_wait_until_ns(pthread_cond_t *cond, pthread_mutex_t *mutex, int64_t deadline_ns);
+/* The ticker's wake-ups. A wakeup fd (an eventfd) any thread, or a signal
+ * handler, posts to; a deadline fd (a CLOCK_MONOTONIC timerfd) that a signal
+ * handler can push back: it expires only once nothing pushed it for
+ * after_ns. Both -1 when they cannot be made. */
+int sp_wakeup_fd_create(void);
+void sp_wakeup_post(int fd); /* async-signal-safe */
+int sp_deadline_fd_create(void);
+void sp_deadline_arm(int fd, int64_t after_ns); /* async-signal-safe; 0 disarms */
+#define SP_WOKE_POSTED 1
+#define SP_WOKE_DEADLINE 2
+/* Sleeps until CLOCK_MONOTONIC reaches until_ns, a post, or the deadline's
+ * expiry; returns which of the last two woke it (SP_WOKE_* bits, consumed). */
+int sp_wait_for_wakeup(int wakeup_fd, int deadline_fd, int64_t until_ns);
 pid_t sp_current_tid(void);
 /* The kernel thread id of a live pthread (the value threading.get_native_id gives). */
 pid_t sp_tid_of_pthread(unsigned long pthread_ident);

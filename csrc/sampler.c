@@ -38,10 +38,16 @@
  * it) or is still blocked where it was read without having used any CPU,
  * and the GIL did not change hands. A thread starting, a GIL hand-off, a
  * thread that fell short of running throughout, and a drain bring the
- * passes back to every tick; a wait of a thread that ran throughout is seen
- * at the latest this much later. A wake of a sleeping thread costs 35-45 us
- * of its CPU on a 2-core VM, 0.4% of a core at 101 Hz, whatever the pass does. */
+ * passes back to every tick. A wake of a sleeping thread costs 35-45 us of
+ * its CPU on a 2-core VM, 0.4% of a core at 101 Hz, whatever the pass does.
+ * While a thread runs throughout, its own signals watch for the rest: each
+ * pushes back a deadline that expires once it stops running (a wait began),
+ * and looks at the GIL's switch count (another thread ran Python code); the
+ * passes come at every tick again from either. The slow pass is then a
+ * fallback (a thread running without the GIL); without one, the pass alone
+ * sees a wait begin or an idle thread run, at the latest this much later. */
 #define SP_WALL_SLOW_PASS_NS 50000000LL
+#define SP_WALL_WATCHED_PASS_NS 200000000LL
 
 typedef struct {
     sp_config config;
@@ -66,7 +72,11 @@ typedef struct {
     pthread_mutex_t registry_mutex; /* held by the ticker per pass, and across fork */
     pthread_mutex_t work_mutex;
     pthread_cond_t work_cond;
-    pthread_cond_t ticker_cond;   /* on CLOCK_MONOTONIC: wakes the ticker to stop, or for exits */
+    int wakeup_fd;                /* posted to wake the ticker: to stop, for exits, out of slow passes */
+    int deadline_fd;              /* slow passes: expires once running threads stop pushing it back */
+    int64_t deadline_after_ns;    /* how far each of their signals pushes it */
+    struct _gil_runtime_state *gil;
+    _Atomic uint64_t slow_gil_switches; /* the GIL's switch count as slow passes began */
     pthread_cond_t pass_cond;     /* on CLOCK_MONOTONIC: the ticker finished a regular pass */
     int collector_ready;
     _Atomic int want_scan, want_reclaim;
@@ -83,6 +93,7 @@ typedef struct {
     int gil_switched;             /* since the last regular pass */
     int64_t last_pass_ns;         /* when the last regular pass began */
     int settled;                  /* this pass: nothing can change before a slow one */
+    uint32_t ran_throughout;      /* this pass: threads that ran for all of it */
     sp_record *blocked_scratch;   /* a blocked thread's stack, until it is known good */
     _Atomic int capturing_blocked; /* a stack read without the GIL is not yet committed */
 } sp_sampler_state;
@@ -91,6 +102,8 @@ static sp_sampler_state S = {
     .registry_mutex = PTHREAD_MUTEX_INITIALIZER,
     .work_mutex = PTHREAD_MUTEX_INITIALIZER,
     .work_cond = PTHREAD_COND_INITIALIZER,
+    .wakeup_fd = -1,
+    .deadline_fd = -1,
 };
 
 /* ---------------- the signal handler's part ---------------- */
@@ -210,6 +223,18 @@ static void capture_current_thread(uint64_t cookie, uint32_t merged)
         walk_into(tid, slot->tstate, record);
         sp_ring_commit(&S.ring, position);
     }
+    if (atomic_load_explicit(&S.slow, memory_order_acquire)) {
+        uintptr_t holder;
+        if (sp_gil_switches(S.gil, &holder) != atomic_load(&S.slow_gil_switches)) {
+            /* another thread ran Python code: it may have blocked elsewhere */
+            if (atomic_exchange(&S.slow, 0)) {
+                sp_wakeup_post(S.wakeup_fd);
+            }
+        } else {
+            /* still running: the ticker need not look before this thread stops */
+            sp_deadline_arm(S.deadline_fd, S.deadline_after_ns);
+        }
+    }
     atomic_fetch_sub(&S.handlers_active, 1);
 }
 
@@ -301,19 +326,17 @@ static void on_thread_exit(sp_thread_registry *registry)
 {
     (void)registry;
     if (atomic_fetch_add(&S.exits_waiting, 1) + 1 == exits_to_wake_ticker()) {
-        pthread_mutex_lock(&S.work_mutex);
-        pthread_cond_signal(&S.ticker_cond);
-        pthread_mutex_unlock(&S.work_mutex);
+        sp_wakeup_post(S.wakeup_fd);
     }
 }
 
 /* Until `ticks` after `tick`, or `slow_ticks` while S.slow holds (cleared
- * by another thread, the wait shortens). 1 when woken before the deadline
- * by threads that left (exits_only pass). */
+ * by another thread, or by the deadline's expiry: a running thread stopped
+ * running, so a wait may have begun; the wait shortens). 1 when woken before
+ * the deadline by threads that left (exits_only pass). */
 static int sleep_until_next_pass(int64_t tick, int64_t ticks, int64_t slow_ticks)
 {
     int exits = 0;
-    pthread_mutex_lock(&S.work_mutex);
     for (;;) {
         int64_t deadline_ns = S.base_ns + (tick + (atomic_load(&S.slow) ? slow_ticks : ticks)) *
                                               S.config.interval_ns;
@@ -321,11 +344,10 @@ static int sleep_until_next_pass(int64_t tick, int64_t ticks, int64_t slow_ticks
             break;
         }
         exits = atomic_load(&S.exits_waiting) >= exits_to_wake_ticker();
-        if (!exits) {
-            sp_cond_wait_until_ns(&S.ticker_cond, &S.work_mutex, deadline_ns);
+        if (!exits && sp_wait_for_wakeup(S.wakeup_fd, S.deadline_fd, deadline_ns) & SP_WOKE_DEADLINE) {
+            atomic_store(&S.slow, 0);
         }
     }
-    pthread_mutex_unlock(&S.work_mutex);
     return exits && !atomic_load(&S.stopping);
 }
 
@@ -334,9 +356,7 @@ static int sleep_until_next_pass(int64_t tick, int64_t ticks, int64_t slow_ticks
 static void end_slow_passes(void)
 {
     if (atomic_exchange(&S.slow, 0)) {
-        pthread_mutex_lock(&S.work_mutex);
-        pthread_cond_signal(&S.ticker_cond);
-        pthread_mutex_unlock(&S.work_mutex);
+        sp_wakeup_post(S.wakeup_fd);
     }
 }
 
@@ -345,8 +365,8 @@ static void stop_sampler_threads(void)
     pthread_mutex_lock(&S.work_mutex);
     atomic_store(&S.stopping, 1);
     pthread_cond_signal(&S.work_cond);
-    pthread_cond_signal(&S.ticker_cond);
     pthread_mutex_unlock(&S.work_mutex);
+    sp_wakeup_post(S.wakeup_fd);
 }
 
 /* Idle records are stamped with the tick they stand for. */
@@ -491,7 +511,8 @@ static void pass_wall_thread(uint32_t index, sp_thread_slot *slot, int64_t tick,
     int64_t ran = slot->last_cpu_ns >= 0 ? cpu - slot->last_cpu_ns : 0;
     slot->last_cpu_ns = cpu;
     if (ran > 0 && ran >= since_last_pass_ns - since_last_pass_ns / 16) {
-        return; /* ran throughout: its timer samples it; if it blocked since, the next pass sees it */
+        S.ran_throughout++;
+        return; /* ran throughout: its timer samples it; its stopping ends slow passes */
     }
     S.settled = 0; /* it waited or was kept off the CPU: a wait may come again */
     if (ran >= S.config.interval_ns) {
@@ -520,6 +541,7 @@ static void tick_pass(int64_t tick, int exits_only)
         S.last_pass_ns = now;
         mark_still_idle(high_water);
         S.settled = !S.gil_switched && !atomic_load(&S.want_scan);
+        S.ran_throughout = 0;
     }
     for (uint32_t index = 0; index < high_water; index++) {
         sp_thread_slot *slot = &S.registry.slots[index];
@@ -549,8 +571,11 @@ static void *ticker_main(void *unused)
     int64_t ticks_per_pass = pass_ns > S.config.interval_ns ? pass_ns / S.config.interval_ns : 1;
     int64_t slow_ticks = SP_WALL_SLOW_PASS_NS > S.config.interval_ns
                              ? SP_WALL_SLOW_PASS_NS / S.config.interval_ns : 1;
+    int64_t watched_ticks = SP_WALL_WATCHED_PASS_NS > S.config.interval_ns
+                                ? SP_WALL_WATCHED_PASS_NS / S.config.interval_ns : 1;
     S.last_pass_ns = sp_monotonic_ns();
     S.settled = 0;
+    S.ran_throughout = 0;
     /* The first pass at once, so that threads blocked at start repeat from
      * tick 0, and a last one at stop, so that they repeat until then. */
     for (int64_t tick = 0;;) {
@@ -559,7 +584,14 @@ static void *ticker_main(void *unused)
         pthread_mutex_unlock(&S.registry_mutex);
         /* the tick up to which blocked threads are known to be still blocked */
         atomic_store_explicit(&S.last_tick, tick, memory_order_release);
-        atomic_store(&S.slow, S.config.clock == SP_CLOCK_WALL && S.settled);
+        int slow = S.config.clock == SP_CLOCK_WALL && S.settled;
+        if (slow && S.ran_throughout > 0) {
+            /* Its running threads' signals push this back; when one of them
+             * stops, it expires and the passes come at every tick again. */
+            sp_deadline_arm(S.deadline_fd, S.deadline_after_ns);
+        }
+        atomic_store(&S.slow_gil_switches, S.idle_checked_switch);
+        atomic_store(&S.slow, slow);
         pthread_mutex_lock(&S.work_mutex);
         pthread_cond_broadcast(&S.pass_cond);
         pthread_mutex_unlock(&S.work_mutex);
@@ -569,7 +601,7 @@ static void *ticker_main(void *unused)
         if (atomic_load(&S.want_scan) || atomic_load(&S.want_reclaim)) {
             wake_collector();
         }
-        while (sleep_until_next_pass(tick, ticks_per_pass, slow_ticks)) {
+        while (sleep_until_next_pass(tick, ticks_per_pass, S.ran_throughout ? watched_ticks : slow_ticks)) {
             pthread_mutex_lock(&S.registry_mutex);
             tick_pass((sp_monotonic_ns() - S.base_ns) / S.config.interval_ns, 1);
             pthread_mutex_unlock(&S.registry_mutex);
@@ -846,7 +878,14 @@ static void after_fork_child(void)
     pthread_mutex_init(&S.registry_mutex, NULL);
     pthread_mutex_init(&S.work_mutex, NULL);
     pthread_cond_init(&S.work_cond, NULL);
-    sp_monotonic_cond_init(&S.ticker_cond);
+    /* Shared with the parent's: this process's own are made at its start. */
+    if (S.wakeup_fd >= 0) {
+        close(S.wakeup_fd);
+    }
+    if (S.deadline_fd >= 0) {
+        close(S.deadline_fd);
+    }
+    S.wakeup_fd = S.deadline_fd = -1;
     sp_monotonic_cond_init(&S.pass_cond);
     atomic_store(&S.accepting, 0);
     atomic_store(&S.handlers_active, 0);
@@ -928,15 +967,28 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
         return -1;
     }
     if (!fork_handlers_registered) {
-        if (sp_monotonic_cond_init(&S.ticker_cond) != 0 || sp_monotonic_cond_init(&S.pass_cond) != 0) {
+        if (sp_monotonic_cond_init(&S.pass_cond) != 0) {
             snprintf(error, error_len, "could not create the ticker's condition variable");
             return -1;
         }
         pthread_atfork(before_fork, after_fork_parent, after_fork_child);
         fork_handlers_registered = 1;
     }
+    if (S.wakeup_fd < 0) {
+        S.wakeup_fd = sp_wakeup_fd_create();
+    }
+    if (S.deadline_fd < 0) {
+        S.deadline_fd = sp_deadline_fd_create();
+    }
+    if (S.wakeup_fd < 0 || S.deadline_fd < 0) {
+        snprintf(error, error_len, "could not create the ticker's wake-up: %s", strerror(errno));
+        return -1;
+    }
     release_run_resources();
     S.config = *config;
+    /* Running threads' signals come every interval of CPU time, but no
+     * closer than the kernel's tick (4 or 10 ms): twice the larger. */
+    S.deadline_after_ns = 2 * (config->interval_ns > 10000000 ? config->interval_ns : 10000000);
     if (sp_ring_init(&S.ring, ring_capacity_for(config), config->max_depth) != 0 ||
         sp_registry_init(&S.registry, config->max_threads, ++S.session) != 0 ||
         sp_resolver_init(&S.resolver, config->max_threads, config->max_depth) != 0 ||
@@ -960,6 +1012,7 @@ int sp_sampler_start(const sp_config *config, char *error, size_t error_len)
     S.has_run = 1;
     S.interp = PyThreadState_Get()->interp;
     sp_interp_gil_range(S.interp, &S.gil_low, &S.gil_high);
+    S.gil = sp_interp_gil(S.interp);
     S.base_ns = sp_monotonic_ns();
     S.random_state = (uint64_t)S.base_ns | 1;
     atomic_store(&S.last_tick, 0);
@@ -1051,7 +1104,7 @@ void sp_sampler_catch_up(void)
     pthread_mutex_lock(&S.work_mutex);
     while (atomic_load(&S.last_tick) < target && !atomic_load(&S.stopping) && sp_monotonic_ns() < deadline) {
         if (atomic_exchange(&S.slow, 0)) {
-            pthread_cond_signal(&S.ticker_cond);
+            sp_wakeup_post(S.wakeup_fd);
         }
         sp_cond_wait_until_ns(&S.pass_cond, &S.work_mutex, deadline);
     }

@@ -98,6 +98,31 @@ def short_wait() -> None:
     time.sleep(0.004)
 
 
+def wait_after_a_run() -> None:
+    time.sleep(0.04)
+
+
+def test_a_short_wait_after_a_long_run_gets_its_share(sampler_factory):
+    # 0.5 s of CPU, then a 40 ms wait: while the thread runs throughout, the
+    # ticker passes seldom (slow passes), and must still see the wait begin.
+    # Before the deadline its signals push back: 3.6% for a 7.4% wait (the
+    # wait was seen up to 50 ms late, its time counted as the run's).
+    sampler = sampler_factory(frequency=101, clock="wall")
+    waited = 0.0
+    with sampler:
+        start = time.monotonic()
+        for _ in range(10):
+            spin_wall(0.5)
+            before = time.monotonic()
+            wait_after_a_run()
+            waited += time.monotonic() - before
+        elapsed = time.monotonic() - start
+    main = [s for s in sampler.samples() if s.thread_id == threading.main_thread().ident]
+    share = sum(1 for s in main if s.frames[0].function == "wait_after_a_run") / len(main)
+    truth = waited / elapsed
+    assert abs(share - truth) < 0.25 * truth, (share, truth)
+
+
 def test_short_waits_in_a_loop_get_their_share(sampler_factory):
     # 6 ms of CPU, then a 4 ms wait, over and over: the wall clock owes the
     # wait its share of the ticks, and every tick about one sample. (The wait

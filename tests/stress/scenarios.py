@@ -351,6 +351,11 @@ def churn(seconds: float, clock: str, forks: int) -> dict[str, Any]:
     """Thousands of threads a second while sampling at the highest frequency;
     the main thread spins and drains once a second, counting its own samples."""
     sampler = sigprof.Sampler(frequency=MAX_FREQUENCY, clock=clock)
+    # The ticker's two wake-up fds are made at the process's first start and
+    # kept (a thread leaving may post to one at any time: closed, its number
+    # could be another file's); counted from after one start and stop.
+    with sigprof.Sampler(frequency=MAX_FREQUENCY, clock=clock):
+        pass
     fds_before = open_fds()
     stop = threading.Event()
     started = [0]
