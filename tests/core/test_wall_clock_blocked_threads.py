@@ -108,19 +108,26 @@ def test_a_short_wait_after_a_long_run_gets_its_share(sampler_factory):
     # Before the deadline its signals push back: 3.6% for a 7.4% wait (the
     # wait was seen up to 50 ms late, its time counted as the run's).
     sampler = sampler_factory(frequency=101, clock="wall")
-    waited = 0.0
+    share, truth, _ = _share_of_the_wait(sampler, lambda: spin_wall(0.5), wait_after_a_run, rounds=10)
+    assert abs(share - truth) < 0.25 * truth, (share, truth)
+
+
+def _share_of_the_wait(sampler, run, wait, rounds=None, seconds=None):
+    """`run()` then `wait()`, `rounds` times or for `seconds`: the wait's share
+    of the main thread's samples, its share of the time, and those samples' count."""
+    waited, count = 0.0, 0
     with sampler:
         start = time.monotonic()
-        for _ in range(10):
-            spin_wall(0.5)
+        while (count < rounds) if rounds is not None else (time.monotonic() - start < seconds):
+            run()
             before = time.monotonic()
-            wait_after_a_run()
+            wait()
             waited += time.monotonic() - before
+            count += 1
         elapsed = time.monotonic() - start
     main = [s for s in sampler.samples() if s.thread_id == threading.main_thread().ident]
-    share = sum(1 for s in main if s.frames[0].function == "wait_after_a_run") / len(main)
-    truth = waited / elapsed
-    assert abs(share - truth) < 0.25 * truth, (share, truth)
+    share = sum(1 for s in main if s.frames[0].function == wait.__name__) / len(main)
+    return share, waited / elapsed, len(main)
 
 
 def test_short_waits_in_a_loop_get_their_share(sampler_factory):
@@ -131,18 +138,7 @@ def test_short_waits_in_a_loop_get_their_share(sampler_factory):
     # the wait adds no sample. Before: 18% for a 40% wait, and 8% more
     # samples than ticks.)
     sampler = sampler_factory(frequency=101, clock="wall")
-    waited = 0
-    with sampler:
-        start = time.monotonic()
-        while time.monotonic() - start < 3:
-            spin(0.006)
-            before = time.monotonic()
-            short_wait()
-            waited += time.monotonic() - before
-        elapsed = time.monotonic() - start
-    main = [s for s in sampler.samples() if s.thread_id == threading.main_thread().ident]
-    share = sum(1 for s in main if s.frames[0].function == "short_wait") / len(main)
-    truth = waited / elapsed
+    share, truth, samples = _share_of_the_wait(sampler, lambda: spin(0.006), short_wait, seconds=3)
     assert abs(share - truth) < 0.08, (share, truth)
     ticks = sampler.stats()["ticks"]
-    assert abs(len(main) - ticks) <= 0.03 * ticks, (len(main), ticks)
+    assert abs(samples - ticks) <= 0.03 * ticks, (samples, ticks)

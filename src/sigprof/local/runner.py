@@ -73,19 +73,26 @@ class Target:
             )
 
 
+def first_line(path: str) -> bytes:
+    """A program file's start: its #! line, or an ELF header; b"" if unreadable."""
+    try:
+        with open(path, "rb") as program:
+            return program.readline(256)
+    except OSError:
+        return b""
+
+
+def names_python(start: bytes) -> bool:
+    return start.startswith(b"#!") and b"python" in start
+
+
 def _is_other_executable(path: str) -> bool:
     """A compiled program, or a script whose #! line names no Python; any
     other file is run as Python source, as `python FILE` would."""
     if os.path.isdir(path) or not os.access(path, os.X_OK):
         return False
-    try:
-        with open(path, "rb") as program:
-            start = program.readline(256)
-    except OSError:
-        return False
-    if start.startswith(b"\x7fELF"):
-        return True
-    return start.startswith(b"#!") and b"python" not in start
+    start = first_line(path)
+    return start.startswith(b"\x7fELF") or (start.startswith(b"#!") and not names_python(start))
 
 
 def run(target: Target, interrupt_after: float | None = None) -> int:

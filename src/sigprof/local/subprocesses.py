@@ -44,6 +44,7 @@ from sigprof.core.sample_source import SOURCE
 from sigprof.core.sampler import Frame
 from sigprof.formats.profile_model import Profile
 from sigprof.local.recording import Recorder, launcher_frames
+from sigprof.local.runner import first_line, names_python
 
 ENV_RUN_DIR = "SIGPROF_RUN_DIR"
 CONFIG_FILE = "run.json"
@@ -491,12 +492,7 @@ def looks_like_python(path: str) -> bool:
     name = os.path.basename(path)
     if name.startswith("python") or os.path.realpath(path) == os.path.realpath(sys.executable):
         return True
-    try:
-        with open(path, "rb") as program:
-            first_line = program.readline(256)
-    except OSError:
-        return False
-    return first_line.startswith(b"#!") and b"python" in first_line
+    return names_python(first_line(path))
 
 
 after_fork_in_child(ForkStage.RUN, _after_fork)
