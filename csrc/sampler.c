@@ -172,6 +172,16 @@ static int64_t mean_lateness_ns(void)
                : atomic_load(&lateness_sum_ns) / expirations;
 }
 
+/* Back to a pass at every tick (a thread started, a drain wants the
+ * blocked threads' ticks up to now, another thread ran Python code): ends a
+ * slow wait at once. Async-signal-safe. */
+static void end_slow_passes(void)
+{
+    if (atomic_exchange(&S.slow, 0)) {
+        sp_wakeup_post(S.wakeup_fd);
+    }
+}
+
 static void capture_current_thread(uint64_t cookie, uint32_t merged)
 {
     atomic_fetch_add(&S.handlers_active, 1);
@@ -226,10 +236,7 @@ static void capture_current_thread(uint64_t cookie, uint32_t merged)
     if (atomic_load_explicit(&S.slow, memory_order_acquire)) {
         uintptr_t holder;
         if (sp_gil_switches(S.gil, &holder) != atomic_load(&S.slow_gil_switches)) {
-            /* another thread ran Python code: it may have blocked elsewhere */
-            if (atomic_exchange(&S.slow, 0)) {
-                sp_wakeup_post(S.wakeup_fd);
-            }
+            end_slow_passes(); /* another thread ran Python code: it may have blocked elsewhere */
         } else {
             /* still running: the ticker need not look before this thread stops */
             sp_deadline_arm(S.deadline_fd, S.deadline_after_ns);
@@ -293,7 +300,7 @@ static void fingerprint_pass(void *argument)
 static void mark_still_idle(uint32_t end)
 {
     uintptr_t holder;
-    uint64_t switches = sp_gil_switches(sp_interp_gil(S.interp), &holder);
+    uint64_t switches = sp_gil_switches(S.gil, &holder);
     sp_fingerprint_pass pass = {0, end, S.idle_check_valid && switches == S.idle_checked_switch, holder};
     S.gil_switched = !pass.trust_still_idle;
     S.idle_checked_switch = switches;
@@ -349,15 +356,6 @@ static int sleep_until_next_pass(int64_t tick, int64_t ticks, int64_t slow_ticks
         }
     }
     return exits && !atomic_load(&S.stopping);
-}
-
-/* Back to a pass at every tick (a thread started, a drain wants the
- * blocked threads' ticks up to now): ends a slow wait at once. */
-static void end_slow_passes(void)
-{
-    if (atomic_exchange(&S.slow, 0)) {
-        sp_wakeup_post(S.wakeup_fd);
-    }
 }
 
 static void stop_sampler_threads(void)
@@ -1103,9 +1101,7 @@ void sp_sampler_catch_up(void)
     int64_t deadline = now + 2 * S.config.interval_ns + 20000000LL;
     pthread_mutex_lock(&S.work_mutex);
     while (atomic_load(&S.last_tick) < target && !atomic_load(&S.stopping) && sp_monotonic_ns() < deadline) {
-        if (atomic_exchange(&S.slow, 0)) {
-            sp_wakeup_post(S.wakeup_fd);
-        }
+        end_slow_passes();
         sp_cond_wait_until_ns(&S.pass_cond, &S.work_mutex, deadline);
     }
     pthread_mutex_unlock(&S.work_mutex);
